@@ -1,0 +1,1 @@
+//! Prism Rust SDK (under construction).
