@@ -1,1 +1,121 @@
-//! Prism server library.
+//! Prism, an SFU media server: each participant holds one WebRTC peer connection to the
+//! server, which receives every track once and forwards it to its subscribers.
+//!
+//! Layers, data flowing down: [`api`] (HTTP, WebSocket signaling) → [`room`] (rooms,
+//! participants, subscriptions) → [`media`] (the per-packet hot path) → [`transport`] (UDP
+//! sockets and the peer connections on them, one worker thread per core).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod media;
+pub mod room;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::api::AppState;
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::room::RoomManager;
+use crate::transport::{Transport, TransportError, WorkerSnapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    http_addr: SocketAddr,
+    rooms: Arc<RoomManager>,
+    transport: Arc<Transport>,
+    stop: Option<oneshot::Sender<()>>,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every socket and starts serving. Port 0 in the config picks free ports (tests).
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let transport = Arc::new(Transport::start(&config)?);
+        let rooms = RoomManager::new(config.clone(), transport.clone());
+        let state = AppState {
+            rooms: rooms.clone(),
+            verifier: Arc::new(TokenVerifier::new(&config.keys)),
+        };
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = api::router(state);
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%http_addr, "prism listening");
+        Ok(Self {
+            http_addr,
+            rooms,
+            transport,
+            stop: Some(stop),
+            http: Some(http),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn rooms(&self) -> &Arc<RoomManager> {
+        &self.rooms
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// What every worker holds, for leak checks.
+    pub async fn worker_snapshots(&self) -> Vec<WorkerSnapshot> {
+        let mut out = Vec::new();
+        for w in self.transport.workers() {
+            if let Ok(s) = w.snapshot().await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Stops accepting, ends sessions and stops the workers.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(http) = self.http.take() {
+            http.abort();
+            let _ = http.await;
+        }
+        let transport = self.transport.clone();
+        let _ = tokio::task::spawn_blocking(move || transport.shutdown()).await;
+    }
+}

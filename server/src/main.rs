@@ -1,1 +1,144 @@
-fn main() {}
+//! The `prism` binary: `prism` / `prism serve` runs the server, `prism token create` mints an
+//! access token.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use prism_server::auth::{AccessToken, Grants};
+use prism_server::config::{Config, DEV_API_KEY};
+
+#[derive(Parser)]
+#[command(name = "prism", version, about = "Prism SFU media server")]
+struct Cli {
+    /// TOML configuration file; PRISM_* environment variables override it.
+    #[arg(long, short, global = true, env = "PRISM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed access token for joining a room.
+    Create(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    room: String,
+    #[arg(long)]
+    identity: String,
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Validity, e.g. 6h, 30m, 3600s.
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// API key to sign with (default: the configured one, if there is exactly one, else devkey).
+    #[arg(long)]
+    api_key: Option<String>,
+    #[arg(long)]
+    no_publish: bool,
+    #[arg(long)]
+    no_subscribe: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => {
+            println!("{}", create_token(&config, args)?);
+            Ok(())
+        }
+    }
+}
+
+fn create_token(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
+    let key = match args.api_key {
+        Some(k) => k,
+        None if config.keys.len() == 1 => config.keys.keys().next().cloned().unwrap_or_default(),
+        None => DEV_API_KEY.to_owned(),
+    };
+    let secret = config
+        .keys
+        .get(&key)
+        .with_context(|| format!("API key {key:?} is not configured"))?;
+    let grants = Grants {
+        can_publish: !args.no_publish,
+        can_subscribe: !args.no_subscribe,
+        ..Grants::default()
+    };
+    Ok(AccessToken::new(&key, secret)
+        .identity(&args.identity)
+        .name(&args.name)
+        .room(&args.room)
+        .ttl(args.ttl)
+        .grants(grants)
+        .to_jwt()?)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if config.uses_dev_keys() {
+            println!("Development API key:    {}", DEV_API_KEY);
+            println!(
+                "Development API secret: {}",
+                config.keys.get(DEV_API_KEY).map(String::as_str).unwrap_or("")
+            );
+            println!("Mint a token: prism token create --room my-room --identity alice");
+        }
+        let server = prism_server::Server::start(config).await?;
+        println!("Prism listening on http://{}", server.http_addr());
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,55 @@
+//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints. Errors are JSON bodies
+//! with an HTTP status, produced by [`ApiError`].
+
+mod session;
+mod signaling;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::auth::TokenVerifier;
+use crate::room::RoomManager;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub rooms: Arc<RoomManager>,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/rtc", get(signaling::rtc))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// An HTTP error with a JSON body: `{"error": "...", "message": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,340 @@
+//! One participant's signaling session: the WebSocket, its room membership and its peer
+//! connection on the room's worker, from join to leave. Everything the participant says is
+//! validated here; a bad message gets an error message and the session goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use prism_proto::signal::{
+    self as pb, DisconnectReason, ErrorCode, SessionDescription, SignalRequest, SignalResponse,
+    signal_request::Message as Req, signal_response::Message as Resp,
+};
+use tokio::sync::mpsc;
+
+use crate::room::{JoinSpec, Room, RoomError, RoomManager};
+use crate::transport::{ConnEvent, ConnId, PeerState, TransportError};
+
+const OUTBOX: usize = 1024;
+const CONN_EVENTS: usize = 1024;
+/// A client that sends nothing (not even a ping) for this long is gone.
+const SILENCE_LIMIT: Duration = Duration::from_secs(20);
+
+fn error(code: ErrorCode, request: &str, message: impl Into<String>) -> SignalResponse {
+    SignalResponse {
+        message: Some(Resp::Error(pb::ErrorResponse {
+            code: code as i32,
+            message: message.into(),
+            request: request.to_owned(),
+        })),
+    }
+}
+
+fn room_error(request: &str, e: RoomError) -> SignalResponse {
+    let code = match e {
+        RoomError::TrackNotFound(_) | RoomError::ParticipantNotFound | RoomError::RoomNotFound(_) => {
+            ErrorCode::NotFound
+        }
+        RoomError::NotAllowed(_) => ErrorCode::NotAllowed,
+        _ => ErrorCode::Internal,
+    };
+    error(code, request, e.to_string())
+}
+
+fn transport_error(request: &str, e: TransportError) -> SignalResponse {
+    let code = match e {
+        TransportError::InvalidSdp(_) => ErrorCode::InvalidSdp,
+        TransportError::UnexpectedAnswer { .. } => ErrorCode::InvalidState,
+        _ => ErrorCode::Internal,
+    };
+    error(code, request, e.to_string())
+}
+
+async fn send(ws: &mut WebSocket, message: &SignalResponse) -> bool {
+    ws.send(WsMessage::Text(prism_proto::to_json(message).into()))
+        .await
+        .is_ok()
+}
+
+pub async fn run(rooms: Arc<RoomManager>, room: Arc<Room>, spec: JoinSpec, mut ws: WebSocket) {
+    let conn = ConnId::next();
+    let (events_tx, mut events) = mpsc::channel(CONN_EVENTS);
+    if let Err(e) = room.worker.open(conn, events_tx).await {
+        let _ = send(&mut ws, &transport_error("join", e)).await;
+        return;
+    }
+    let (outbox_tx, mut outbox) = mpsc::channel(OUTBOX);
+    let joined = match room.join(spec.clone(), conn, outbox_tx) {
+        Ok(j) => j,
+        Err(e) => {
+            room.worker.close(conn);
+            let _ = send(&mut ws, &room_error("join", e)).await;
+            let _ = ws.send(WsMessage::Close(None)).await;
+            rooms.release(&room);
+            return;
+        }
+    };
+    let mut session = Session {
+        room: room.clone(),
+        sid: joined.participant_sid,
+        conn,
+        spec,
+        connected: false,
+        join_timeout: Duration::from_secs(rooms.config().room.join_timeout_secs),
+    };
+    let join = SignalResponse {
+        message: Some(Resp::Join(joined.response)),
+    };
+    let reason = if send(&mut ws, &join).await {
+        session.serve(&mut ws, &mut outbox, &mut events).await
+    } else {
+        DisconnectReason::SignalingClosed
+    };
+    room.leave(&session.sid, reason);
+    let _ = ws.send(WsMessage::Close(None)).await;
+    rooms.release(&room);
+}
+
+struct Session {
+    room: Arc<Room>,
+    sid: String,
+    conn: ConnId,
+    spec: JoinSpec,
+    connected: bool,
+    join_timeout: Duration,
+}
+
+impl Session {
+    /// Runs until the participant leaves or is removed; returns why.
+    async fn serve(
+        &mut self,
+        ws: &mut WebSocket,
+        outbox: &mut mpsc::Receiver<SignalResponse>,
+        events: &mut mpsc::Receiver<ConnEvent>,
+    ) -> DisconnectReason {
+        let join_deadline = tokio::time::sleep(self.join_timeout);
+        tokio::pin!(join_deadline);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut liveness = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                incoming = ws.recv() => {
+                    let Some(Ok(frame)) = incoming else {
+                        return DisconnectReason::SignalingClosed;
+                    };
+                    last_heard = tokio::time::Instant::now();
+                    match frame {
+                        WsMessage::Text(text) => {
+                            if let Some(reason) = self.on_text(ws, text.as_str()).await {
+                                return reason;
+                            }
+                        }
+                        WsMessage::Binary(_) => {
+                            let reply = error(ErrorCode::BadRequest, "", "binary frames are not accepted; send protobuf JSON text");
+                            if !send(ws, &reply).await {
+                                return DisconnectReason::SignalingClosed;
+                            }
+                        }
+                        WsMessage::Close(_) => return DisconnectReason::SignalingClosed,
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                    }
+                }
+                Some(message) = outbox.recv() => {
+                    let kicked = matches!(message.message, Some(Resp::Leave(_)));
+                    if !send(ws, &message).await {
+                        return DisconnectReason::SignalingClosed;
+                    }
+                    if kicked {
+                        // The room already removed us; the reason was sent.
+                        return DisconnectReason::ParticipantRemoved;
+                    }
+                }
+                Some(event) = events.recv() => {
+                    if let Some(reason) = self.on_conn_event(ws, event).await {
+                        return reason;
+                    }
+                }
+                _ = &mut join_deadline, if !self.connected => {
+                    let _ = send(ws, &error(ErrorCode::InvalidState, "join", "the peer connection did not connect in time")).await;
+                    return DisconnectReason::ConnectionTimeout;
+                }
+                _ = liveness.tick() => {
+                    if last_heard.elapsed() > SILENCE_LIMIT {
+                        return DisconnectReason::ConnectionTimeout;
+                    }
+                    if ws.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                        return DisconnectReason::SignalingClosed;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_text(&mut self, ws: &mut WebSocket, text: &str) -> Option<DisconnectReason> {
+        let request: SignalRequest = match prism_proto::from_json(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = error(ErrorCode::BadRequest, "", format!("malformed message: {e}"));
+                return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
+            }
+        };
+        let Some(message) = request.message else {
+            let reply = error(ErrorCode::BadRequest, "", "empty message: set one of offer, answer, trickle, addTrack, unpublish, mute, subscription, leave, ping");
+            return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
+        };
+        let reply = match message {
+            Req::Leave(_) => return Some(DisconnectReason::ClientInitiated),
+            Req::Offer(offer) => self.on_offer(offer).await,
+            Req::Answer(answer) => match self.room.worker.answer(self.conn, answer.sdp, answer.id).await {
+                Ok(()) => None,
+                Err(e) => Some(transport_error("answer", e)),
+            },
+            Req::Trickle(c) => {
+                if c.candidate.is_empty() {
+                    None
+                } else {
+                    let mid = (!c.sdp_mid.is_empty()).then_some(c.sdp_mid);
+                    let index = u16::try_from(c.sdp_mline_index).ok();
+                    self.room
+                        .worker
+                        .candidate(self.conn, c.candidate, mid, index)
+                        .err()
+                        .map(|e| transport_error("trickle", e))
+                }
+            }
+            Req::AddTrack(request) => self
+                .room
+                .add_track_metadata(&self.sid, request)
+                .err()
+                .map(|e| room_error("addTrack", e)),
+            Req::Unpublish(request) => self
+                .room
+                .unpublish(&self.sid, &request.track_sid)
+                .err()
+                .map(|e| room_error("unpublish", e)),
+            Req::Mute(request) => self
+                .room
+                .mute(&self.sid, &request.track_sid, request.muted)
+                .err()
+                .map(|e| room_error("mute", e)),
+            Req::Subscription(request) => self
+                .room
+                .update_subscription(&self.sid, &request.track_sids, request.subscribe)
+                .err()
+                .map(|e| room_error("subscription", e)),
+            Req::Ping(ping) => Some(SignalResponse {
+                message: Some(Resp::Pong(pb::Pong {
+                    timestamp: ping.timestamp,
+                })),
+            }),
+        };
+        match reply {
+            Some(reply) if !send(ws, &reply).await => Some(DisconnectReason::SignalingClosed),
+            _ => None,
+        }
+    }
+
+    async fn on_offer(&mut self, offer: SessionDescription) -> Option<SignalResponse> {
+        if offer.sdp.trim().is_empty() {
+            return Some(error(ErrorCode::InvalidSdp, "offer", "the offer has no SDP"));
+        }
+        if !self.spec.permission.can_publish && sends_media(&offer.sdp) {
+            return Some(error(
+                ErrorCode::NotAllowed,
+                "offer",
+                "this token cannot publish: offer audio/video as recvonly or inactive",
+            ));
+        }
+        match self.room.worker.offer(self.conn, offer.sdp).await {
+            Ok(Some(sdp)) => Some(SignalResponse {
+                message: Some(Resp::Answer(SessionDescription {
+                    r#type: "answer".into(),
+                    sdp,
+                    id: offer.id,
+                })),
+            }),
+            // Glare: our offer is outstanding; the client rolls back and answers it.
+            Ok(None) => None,
+            Err(e) => Some(transport_error("offer", e)),
+        }
+    }
+
+    async fn on_conn_event(&mut self, ws: &mut WebSocket, event: ConnEvent) -> Option<DisconnectReason> {
+        let message = match event {
+            ConnEvent::Offer { sdp, id } => Some(Resp::Offer(SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                id,
+            })),
+            ConnEvent::TrackOpened {
+                track_id,
+                kind,
+                mime_type,
+                rid,
+                ..
+            } => {
+                self.room
+                    .track_opened(&self.sid, &track_id, kind, &mime_type, rid.as_deref());
+                None
+            }
+            ConnEvent::StateChanged(state) => match state {
+                PeerState::Connected => {
+                    self.connected = true;
+                    self.room.set_active(&self.sid);
+                    None
+                }
+                PeerState::Failed | PeerState::Closed => {
+                    return Some(DisconnectReason::ConnectionTimeout);
+                }
+                PeerState::Connecting | PeerState::Disconnected => None,
+            },
+            ConnEvent::Subscribed { track_sid } => Some(subscription(track_sid, pb::subscription_update::State::Subscribed, String::new())),
+            ConnEvent::SubscriptionFailed { track_sid, reason } => {
+                self.room.subscription_ended(&self.sid, &track_sid);
+                Some(subscription(track_sid, pb::subscription_update::State::Failed, reason))
+            }
+            ConnEvent::Unsubscribed { track_sid } => {
+                self.room.subscription_ended(&self.sid, &track_sid);
+                Some(subscription(track_sid, pb::subscription_update::State::Unsubscribed, String::new()))
+            }
+        };
+        let Some(message) = message else {
+            return None;
+        };
+        (!send(ws, &SignalResponse { message: Some(message) }).await)
+            .then_some(DisconnectReason::SignalingClosed)
+    }
+}
+
+fn subscription(track_sid: String, state: pb::subscription_update::State, error: String) -> Resp {
+    Resp::Subscription(pb::SubscriptionUpdate {
+        track_sid,
+        participant_sid: String::new(),
+        state: state as i32,
+        error,
+    })
+}
+
+/// Whether an offer sends audio or video (a publishing offer).
+fn sends_media(sdp: &str) -> bool {
+    let mut in_media = false;
+    for line in sdp.lines() {
+        let line = line.trim();
+        if let Some(m) = line.strip_prefix("m=") {
+            in_media = m.starts_with("audio") || m.starts_with("video");
+        } else if in_media && (line == "a=sendrecv" || line == "a=sendonly") {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn detects_publishing_offers() {
+        let recv = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=application 9 x\r\na=sendrecv\r\n";
+        assert!(!super::sends_media(recv));
+        assert!(super::sends_media("m=video 9 X 96\r\na=sendonly\r\n"));
+    }
+}

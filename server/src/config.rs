@@ -1,0 +1,886 @@
+//! Server configuration.
+//!
+//! Every setting has an embedded default (see [`Config::default`]), so `prism` with no
+//! arguments runs a development server: HTTP, WebSocket signaling, WHIP/WHEP and gRPC on
+//! `127.0.0.1:7880`, UDP media from port 7882 (one port per worker), and the fixed, well-known
+//! API key [`DEV_API_KEY`] / secret [`DEV_API_SECRET`].
+//!
+//! Layers, lowest to highest priority:
+//!
+//! 1. the embedded defaults;
+//! 2. a TOML file, if one is given (unknown keys are an error naming the key);
+//! 3. `PRISM_*` environment variables: the rest of the name is the setting's path, with `__`
+//!    between levels (`PRISM_PORT=9000`, `PRISM_RTC__UDP_PORT=9002`,
+//!    `PRISM_ROOM__AUTO_CREATE=false`, `PRISM_LOG__LEVEL=debug`,
+//!    `PRISM_RTC__ADVERTISE_IPS=[203.0.113.7]`). Variables whose first segment is not a
+//!    setting (`PRISM_URL`, `PRISM_CONFIG`, ...) are ignored, so tools sharing the prefix don't
+//!    break the server; a typo below a known section (`PRISM_RTC__UDPPORT`) is an error.
+//!
+//! API keys (`keys`, a map from API key to secret) are never merged across layers: the highest
+//! layer that sets them wins outright. From highest to lowest: `PRISM_API_KEY` together with
+//! `PRISM_API_SECRET` (exactly that one pair); `PRISM_KEYS` (figment dict syntax,
+//! `PRISM_KEYS={mykey="secret"}`, or `PRISM_KEYS__MYKEY=secret`); the file's `[keys]` table;
+//! the dev pair.
+//!
+//! [`Config::validate`] (run by [`Config::load`]) refuses to serve the well-known dev secret on
+//! anything but a loopback address: a well-known secret never faces a network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// API key of the development key pair, used when no keys are configured.
+pub const DEV_API_KEY: &str = "devkey";
+/// API secret of the development key pair. It is public: a server using it only binds loopback.
+pub const DEV_API_SECRET: &str = "prism-dev-secret-do-not-use-in-production";
+
+/// Minimum length, in bytes, of a configured (non-dev) API secret.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "PRISM_";
+
+/// Why a configuration could not be loaded or is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syntax error, a wrong type, or an unknown key (the message names the key and its source).
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("PRISM_API_KEY and PRISM_API_SECRET must be set together (only {0} is set)")]
+    IncompleteKeyPair(&'static str),
+    #[error(
+        "no API keys are configured: set [keys] in the config file, PRISM_KEYS, or PRISM_API_KEY and PRISM_API_SECRET"
+    )]
+    NoKeys,
+    #[error("an API key name is empty")]
+    EmptyKeyName,
+    #[error(
+        "the secret of API key {key:?} is {len} bytes long; secrets must be at least {MIN_SECRET_LEN} bytes"
+    )]
+    WeakSecret { key: String, len: usize },
+    #[error(
+        "refusing to bind {bind} with the well-known development API secret: a well-known secret \
+         never faces a network. Configure your own keys ([keys] in the config file, PRISM_KEYS, \
+         or PRISM_API_KEY and PRISM_API_SECRET), or bind a loopback address"
+    )]
+    DevKeysOnNetwork { bind: IpAddr },
+    #[error("rtc.udp_port must not be 0: the UDP media ports must be fixed and known")]
+    UdpPortZero,
+    #[error(
+        "rtc.udp_port {udp_port} with one port per worker ({workers} workers) goes beyond port 65535: lower rtc.udp_port or rtc.workers"
+    )]
+    UdpPortRange { udp_port: u16, workers: usize },
+    #[error(
+        "rtc.ice_failed_timeout_ms ({failed}) must not be shorter than rtc.ice_disconnected_timeout_ms ({disconnected})"
+    )]
+    IceTimeouts { disconnected: u64, failed: u64 },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Parse(Box::new(e))
+    }
+}
+
+/// The whole server configuration. See the module documentation for how it is loaded.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address HTTP/WebSocket/gRPC and UDP media bind to. Default `127.0.0.1`.
+    pub bind: IpAddr,
+    /// Port for HTTP, WebSocket signaling, WHIP/WHEP and gRPC. Default 7880.
+    pub port: u16,
+    /// API key -> secret. Default: `{DEV_API_KEY: DEV_API_SECRET}`.
+    pub keys: BTreeMap<String, String>,
+    pub rtc: RtcConfig,
+    pub room: RoomConfig,
+    pub log: LogConfig,
+}
+
+/// Media transport settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// First UDP media port; worker `i` listens on `udp_port + i`. Default 7882.
+    pub udp_port: u16,
+    /// Number of media workers; 0 = one per core. Default 0.
+    pub workers: usize,
+    /// Candidate addresses given to clients; empty = automatic (see [`Config::advertised_ips`]).
+    pub advertise_ips: Vec<IpAddr>,
+    /// ICE disconnected timeout. Default 5000 ms.
+    pub ice_disconnected_timeout_ms: u64,
+    /// A participant whose connection is gone this long is removed. Default 15000 ms.
+    pub ice_failed_timeout_ms: u64,
+    /// SO_RCVBUF requested for each media socket. Default 4 MiB.
+    pub socket_recv_buffer: usize,
+    /// SO_SNDBUF requested for each media socket. Default 4 MiB.
+    pub socket_send_buffer: usize,
+}
+
+/// Room lifecycle settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomConfig {
+    /// A room is created by its first join. Default true.
+    pub auto_create: bool,
+    /// An empty room closes after this; 0 = as soon as the last participant leaves. Default 300.
+    pub empty_timeout_secs: u64,
+    /// 0 = unlimited. Default 0.
+    pub max_participants: u32,
+    /// A participant that never connects its peer connection is removed after this. Default 20.
+    pub join_timeout_secs: u64,
+    /// At most one keyframe request per layer this often. Default 500 ms.
+    pub keyframe_request_interval_ms: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter directive (`info`, `debug`, `prism_server=trace,info`, ...). Default `info`.
+    pub level: String,
+    /// One JSON object per line instead of human-readable text. Default false.
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 7880,
+            keys: dev_keys(),
+            rtc: RtcConfig::default(),
+            room: RoomConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            udp_port: 7882,
+            workers: 0,
+            advertise_ips: Vec::new(),
+            ice_disconnected_timeout_ms: 5_000,
+            ice_failed_timeout_ms: 15_000,
+            socket_recv_buffer: 4 * 1024 * 1024,
+            socket_send_buffer: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            auto_create: true,
+            empty_timeout_secs: 300,
+            max_participants: 0,
+            join_timeout_secs: 20,
+            keyframe_request_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            json: false,
+        }
+    }
+}
+
+/// Secrets are never printed: `Debug` shows the key names only.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Redacted<'a>(&'a BTreeMap<String, String>);
+        impl fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.keys().map(|k| (k, "<redacted>")))
+                    .finish()
+            }
+        }
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("keys", &Redacted(&self.keys))
+            .field("rtc", &self.rtc)
+            .field("room", &self.room)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+fn dev_keys() -> BTreeMap<String, String> {
+    BTreeMap::from([(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned())])
+}
+
+/// Top-level settings an environment variable may name; others with the prefix are ignored.
+const TOP_LEVEL: &[&str] = &["bind", "port", "keys", "rtc", "room", "log"];
+
+impl Config {
+    /// Embedded defaults < TOML file (if given) < `PRISM_*` environment variables; then
+    /// [`validate`](Self::validate).
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`load`](Self::load), reading the environment from `env` instead of the process.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env = EnvLayer::parse(env)?;
+
+        // Keys are replaced, never merged, so the base layer carries none.
+        let base = Config {
+            keys: BTreeMap::new(),
+            ..Config::default()
+        };
+        let mut figment = Figment::from(Serialized::defaults(base));
+        let mut file_has_keys = false;
+        if let Some(path) = file {
+            // Read it once ourselves for an error that names the path; figment re-reads it so
+            // its errors name the file too.
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            file_has_keys = Figment::from(Toml::file_exact(path))
+                .find_value("keys")
+                .is_ok();
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(&env);
+        let mut config: Config = figment.extract()?;
+
+        if let Some(keys) = env.keys {
+            config.keys = keys;
+        } else if !file_has_keys {
+            config.keys = dev_keys();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings against each other; see [`ConfigError`] for what is refused.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        for (key, secret) in &self.keys {
+            if key.is_empty() {
+                return Err(ConfigError::EmptyKeyName);
+            }
+            if secret != DEV_API_SECRET && secret.len() < MIN_SECRET_LEN {
+                return Err(ConfigError::WeakSecret {
+                    key: key.clone(),
+                    len: secret.len(),
+                });
+            }
+        }
+        if self.uses_dev_keys() && !self.bind.is_loopback() {
+            return Err(ConfigError::DevKeysOnNetwork { bind: self.bind });
+        }
+        if self.rtc.udp_port == 0 {
+            return Err(ConfigError::UdpPortZero);
+        }
+        let workers = self.worker_count();
+        let last = (self.rtc.udp_port as usize).saturating_add(workers.saturating_sub(1));
+        if last > u16::MAX as usize {
+            return Err(ConfigError::UdpPortRange {
+                udp_port: self.rtc.udp_port,
+                workers,
+            });
+        }
+        if self.rtc.ice_failed_timeout_ms < self.rtc.ice_disconnected_timeout_ms {
+            return Err(ConfigError::IceTimeouts {
+                disconnected: self.rtc.ice_disconnected_timeout_ms,
+                failed: self.rtc.ice_failed_timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the well-known dev secret is among the keys.
+    pub fn uses_dev_keys(&self) -> bool {
+        self.keys.values().any(|s| s == DEV_API_SECRET)
+    }
+
+    /// Number of media workers: `rtc.workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.rtc.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// UDP media port of each worker, in worker order (`udp_port + i`).
+    pub fn udp_ports(&self) -> std::ops::RangeInclusive<u16> {
+        let last = self.rtc.udp_port as usize + self.worker_count() - 1;
+        // Validation keeps `last` within u16; clamp rather than overflow if it was skipped.
+        self.rtc.udp_port..=u16::try_from(last).unwrap_or(u16::MAX)
+    }
+
+    /// Addresses given to clients as ICE candidates: `rtc.advertise_ips` if set; else the bind
+    /// address if it is not unspecified; else the address of the interface the default route
+    /// leaves through (found with a UDP `connect`, which sends nothing), falling back to
+    /// 127.0.0.1.
+    pub fn advertised_ips(&self) -> Vec<IpAddr> {
+        if !self.rtc.advertise_ips.is_empty() {
+            return self.rtc.advertise_ips.clone();
+        }
+        if !self.bind.is_unspecified() {
+            return vec![self.bind];
+        }
+        let mut ips = Vec::new();
+        if let Some(ip) = route_source(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))) {
+            ips.push(ip);
+        }
+        // A `[::]` socket is dual-stack: offer the IPv6 address as well.
+        if self.bind.is_ipv6() {
+            let doc = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+            if let Some(ip) = route_source(IpAddr::V6(doc)) {
+                ips.push(ip);
+            }
+        }
+        if ips.is_empty() {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        ips
+    }
+}
+
+/// Local address the OS would send from to reach `dest`. `connect` on a UDP socket only sets
+/// the default destination (a route lookup); no datagram is sent.
+fn route_source(dest: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match dest {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any).ok()?;
+    socket.connect((dest, 9)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// The `PRISM_*` variables, as a figment provider (settings other than keys) plus the keys.
+struct EnvLayer {
+    dict: Dict,
+    keys: Option<BTreeMap<String, String>>,
+}
+
+impl EnvLayer {
+    fn parse(env: impl IntoIterator<Item = (String, String)>) -> Result<EnvLayer, ConfigError> {
+        let mut dict = Dict::new();
+        let (mut api_key, mut api_secret) = (None, None);
+        for (name, value) in env {
+            let Some(rest) = strip_prefix_ignore_case(name.trim(), ENV_PREFIX) else {
+                continue;
+            };
+            let path = rest.to_ascii_lowercase();
+            match path.as_str() {
+                "api_key" => api_key = Some(value),
+                "api_secret" => api_secret = Some(value),
+                _ => {
+                    let segments: Vec<&str> = path.split("__").collect();
+                    if segments.iter().any(|s| s.is_empty()) || !TOP_LEVEL.contains(&segments[0]) {
+                        continue;
+                    }
+                    let value: Value = value.parse().unwrap_or_else(|e| match e {});
+                    insert_path(&mut dict, &segments, value);
+                }
+            }
+        }
+
+        let keys = match (api_key, api_secret) {
+            (Some(key), Some(secret)) => Some(BTreeMap::from([(key, secret)])),
+            (Some(_), None) => return Err(ConfigError::IncompleteKeyPair("PRISM_API_KEY")),
+            (None, Some(_)) => return Err(ConfigError::IncompleteKeyPair("PRISM_API_SECRET")),
+            (None, None) => None,
+        };
+        // Whatever else set keys, take them out so they replace (not merge with) the file's.
+        let env_keys = dict.remove("keys");
+        let keys = match (keys, env_keys) {
+            (Some(pair), _) => Some(pair),
+            (None, Some(value)) => {
+                let figment = Figment::from(EnvLayer::single("keys", value));
+                Some(figment.extract_inner::<BTreeMap<String, String>>("keys")?)
+            }
+            (None, None) => None,
+        };
+        Ok(EnvLayer { dict, keys })
+    }
+
+    fn single(key: &str, value: Value) -> EnvLayer {
+        let mut dict = Dict::new();
+        dict.insert(key.to_owned(), value);
+        EnvLayer { dict, keys: None }
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, path: &[&str]| {
+                let path: Vec<String> = path.iter().map(|k| k.to_ascii_uppercase()).collect();
+                format!("{ENV_PREFIX}{}", path.join("__"))
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Inserts `value` at `path` (non-empty), creating or replacing intermediate dicts.
+fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {
+    let (first, rest) = match path.split_first() {
+        Some(split) => split,
+        None => return,
+    };
+    if rest.is_empty() {
+        dict.insert((*first).to_owned(), value);
+        return;
+    }
+    let entry = dict
+        .entry((*first).to_owned())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if entry.as_dict().is_none() {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert_path(inner, rest, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const GOOD_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A TOML file in the temp dir, removed on drop.
+    struct TempToml(PathBuf);
+    impl TempToml {
+        fn new(name: &str, contents: &str) -> TempToml {
+            let path = std::env::temp_dir().join(format!(
+                "prism-config-test-{}-{name}.toml",
+                std::process::id()
+            ));
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(contents.as_bytes()).unwrap();
+            TempToml(path)
+        }
+    }
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn load(file: Option<&TempToml>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_from(file.map(|f| f.0.as_path()), env(vars))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.port, 7880);
+        assert_eq!(c.keys, dev_keys());
+        assert!(c.uses_dev_keys());
+        assert_eq!(c.rtc.udp_port, 7882);
+        assert_eq!(c.rtc.workers, 0);
+        assert!(c.rtc.advertise_ips.is_empty());
+        assert_eq!(c.rtc.ice_disconnected_timeout_ms, 5000);
+        assert_eq!(c.rtc.ice_failed_timeout_ms, 15000);
+        assert_eq!(c.rtc.socket_recv_buffer, 4 << 20);
+        assert_eq!(c.rtc.socket_send_buffer, 4 << 20);
+        assert!(c.room.auto_create);
+        assert_eq!(c.room.empty_timeout_secs, 300);
+        assert_eq!(c.room.max_participants, 0);
+        assert_eq!(c.room.join_timeout_secs, 20);
+        assert_eq!(c.room.keyframe_request_interval_ms, 500);
+        assert_eq!(
+            c.log,
+            LogConfig {
+                level: "info".into(),
+                json: false
+            }
+        );
+        assert!(DEV_API_SECRET.len() >= MIN_SECRET_LEN);
+        assert!(c.worker_count() >= 1);
+        assert_eq!(c.udp_ports().count(), c.worker_count());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let f = TempToml::new(
+            "file",
+            &format!(
+                r#"
+                bind = "0.0.0.0"
+                port = 8000
+                [keys]
+                prod = "{GOOD_SECRET}"
+                [rtc]
+                udp_port = 50000
+                workers = 3
+                advertise_ips = ["203.0.113.7"]
+                [room]
+                auto_create = false
+                [log]
+                json = true
+                "#
+            ),
+        );
+        let c = load(Some(&f), &[]).unwrap();
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.port, 8000);
+        // The file's keys replace the dev pair instead of being merged with it.
+        assert_eq!(
+            c.keys,
+            BTreeMap::from([("prod".to_owned(), GOOD_SECRET.to_owned())])
+        );
+        assert!(!c.uses_dev_keys());
+        assert_eq!(c.rtc.udp_port, 50000);
+        assert_eq!(c.worker_count(), 3);
+        assert_eq!(c.udp_ports(), 50000..=50002);
+        assert_eq!(
+            c.advertised_ips(),
+            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(!c.room.auto_create);
+        assert!(c.log.json);
+        // Untouched settings keep their defaults.
+        assert_eq!(c.rtc.ice_failed_timeout_ms, 15000);
+        assert_eq!(c.room.empty_timeout_secs, 300);
+        assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let f = TempToml::new("env", "port = 8000\n[rtc]\nudp_port = 50000\nworkers = 2\n");
+        let c = load(
+            Some(&f),
+            &[
+                ("PRISM_PORT", "9000"),
+                ("PRISM_RTC__UDP_PORT", "9002"),
+                ("PRISM_ROOM__AUTO_CREATE", "false"),
+                ("PRISM_LOG__LEVEL", "debug"),
+                ("PRISM_RTC__ADVERTISE_IPS", "[198.51.100.1, 2001:db8::5]"),
+                ("PRISM_BIND", "::1"),
+                // Not settings: ignored.
+                ("PRISM_URL", "http://localhost:7880"),
+                ("PRISM_CONFIG", "/etc/prism.toml"),
+                ("PRISM_PORT_7880_TCP", "tcp://10.0.0.1:7880"),
+                ("OTHER_PORT", "1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.rtc.udp_port, 9002);
+        assert_eq!(c.rtc.workers, 2, "file value kept where env is silent");
+        assert!(!c.room.auto_create);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.bind, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.rtc.advertise_ips,
+            vec![
+                "198.51.100.1".parse::<IpAddr>().unwrap(),
+                "2001:db8::5".parse().unwrap()
+            ]
+        );
+        assert!(c.uses_dev_keys());
+    }
+
+    #[test]
+    fn env_keys_dict_replaces_file_keys() {
+        let f = TempToml::new("keys", &format!("[keys]\nfilekey = \"{GOOD_SECRET}\"\n"));
+        let dict = format!("{{envkey=\"{GOOD_SECRET}\", other=\"{GOOD_SECRET}x\"}}");
+        let c = load(
+            Some(&f),
+            &[("PRISM_KEYS", &dict), ("PRISM_BIND", "0.0.0.0")],
+        )
+        .unwrap();
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys["envkey"], GOOD_SECRET);
+        assert_eq!(c.keys["other"], format!("{GOOD_SECRET}x"));
+
+        let c = load(None, &[("PRISM_KEYS__NESTED", GOOD_SECRET)]).unwrap();
+        assert_eq!(
+            c.keys,
+            BTreeMap::from([("nested".to_owned(), GOOD_SECRET.to_owned())])
+        );
+    }
+
+    #[test]
+    fn env_api_key_pair_replaces_all_keys() {
+        let f = TempToml::new("pair", &format!("[keys]\nfilekey = \"{GOOD_SECRET}\"\n"));
+        let dict = format!("{{envkey=\"{GOOD_SECRET}\"}}");
+        let c = load(
+            Some(&f),
+            &[
+                ("PRISM_KEYS", &dict),
+                ("PRISM_API_KEY", "MyKey"),
+                ("PRISM_API_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"),
+                ("PRISM_BIND", "0.0.0.0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.keys,
+            BTreeMap::from([(
+                "MyKey".to_owned(),
+                "s3cret-s3cret-s3cret-s3cret-s3cret".to_owned()
+            )])
+        );
+    }
+
+    #[test]
+    fn half_an_api_key_pair_is_refused() {
+        let e = load(None, &[("PRISM_API_KEY", "k")]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::IncompleteKeyPair("PRISM_API_KEY")),
+            "{e}"
+        );
+        let e = load(None, &[("PRISM_API_SECRET", GOOD_SECRET)]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::IncompleteKeyPair("PRISM_API_SECRET")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let f = TempToml::new("unknown", "[rtc]\nudp_prot = 9000\n");
+        let e = load(Some(&f), &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("udp_prot"), "{msg}");
+
+        let f = TempToml::new("unknown-top", "prot = 9000\n");
+        let msg = load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_env_key_below_a_section_is_named() {
+        let msg = load(None, &[("PRISM_RTC__UDPPORT", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("udpport"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let e = load(None, &[("PRISM_PORT", "tcp://10.0.0.1:7880")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+        assert!(e.to_string().contains("PRISM_PORT"), "{e}");
+
+        let f = TempToml::new("badtype", "port = \"x\"\n");
+        assert!(matches!(load(Some(&f), &[]), Err(ConfigError::Parse(_))));
+
+        let f = TempToml::new("syntax", "port = = 1\n");
+        assert!(matches!(load(Some(&f), &[]), Err(ConfigError::Parse(_))));
+
+        let e = load(None, &[("PRISM_PORT", "70000")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let path = std::env::temp_dir().join("prism-config-test-does-not-exist.toml");
+        let e = Config::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("prism-config-test-does-not-exist.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dev_keys_on_network_refused() {
+        let e = load(None, &[("PRISM_BIND", "0.0.0.0")]).unwrap_err();
+        assert!(matches!(e, ConfigError::DevKeysOnNetwork { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("never faces a network") && msg.contains("keys"),
+            "{msg}"
+        );
+
+        // Even alongside real keys.
+        let mut c = Config {
+            bind: "192.0.2.10".parse().unwrap(),
+            ..Config::default()
+        };
+        c.keys.insert("prod".into(), GOOD_SECRET.into());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DevKeysOnNetwork { .. })
+        ));
+
+        // Loopback, v4 or v6, is fine.
+        let c = load(None, &[("PRISM_BIND", "::1")]).unwrap();
+        assert!(c.uses_dev_keys());
+    }
+
+    #[test]
+    fn empty_keys_refused() {
+        let f = TempToml::new("nokeys", "[keys]\n");
+        assert!(matches!(load(Some(&f), &[]), Err(ConfigError::NoKeys)));
+        let c = Config {
+            keys: BTreeMap::new(),
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::NoKeys)));
+    }
+
+    #[test]
+    fn empty_key_name_refused() {
+        let c = Config {
+            keys: BTreeMap::from([(String::new(), GOOD_SECRET.to_owned())]),
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::EmptyKeyName)));
+    }
+
+    #[test]
+    fn short_secret_refused() {
+        let e = load(
+            None,
+            &[("PRISM_API_KEY", "k"), ("PRISM_API_SECRET", "short")],
+        )
+        .unwrap_err();
+        match &e {
+            ConfigError::WeakSecret { key, len } => assert_eq!((key.as_str(), *len), ("k", 5)),
+            other => panic!("unexpected {other}"),
+        }
+        // The message never contains the secret itself.
+        assert!(!e.to_string().contains("short"), "{e}");
+        // 32 bytes is enough.
+        let s = "a".repeat(MIN_SECRET_LEN);
+        assert!(load(None, &[("PRISM_API_KEY", "k"), ("PRISM_API_SECRET", &s)]).is_ok());
+    }
+
+    #[test]
+    fn udp_port_zero_refused() {
+        let e = load(None, &[("PRISM_RTC__UDP_PORT", "0")]).unwrap_err();
+        assert!(matches!(e, ConfigError::UdpPortZero), "{e}");
+    }
+
+    #[test]
+    fn udp_port_range_must_fit() {
+        let e = load(
+            None,
+            &[
+                ("PRISM_RTC__UDP_PORT", "65534"),
+                ("PRISM_RTC__WORKERS", "3"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::UdpPortRange {
+                    udp_port: 65534,
+                    workers: 3
+                }
+            ),
+            "{e}"
+        );
+        let c = load(
+            None,
+            &[
+                ("PRISM_RTC__UDP_PORT", "65534"),
+                ("PRISM_RTC__WORKERS", "2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.udp_ports(), 65534..=65535);
+
+        // HTTP port inside the UDP range is fine: different protocols.
+        let c = load(None, &[("PRISM_PORT", "7882")]).unwrap();
+        assert_eq!(c.port, c.rtc.udp_port);
+    }
+
+    #[test]
+    fn ice_timeouts_ordered() {
+        let e = load(None, &[("PRISM_RTC__ICE_FAILED_TIMEOUT_MS", "1000")]).unwrap_err();
+        assert!(matches!(e, ConfigError::IceTimeouts { .. }), "{e}");
+    }
+
+    #[test]
+    fn advertised_ips_explicit_bind_and_auto() {
+        let mut c = Config::default();
+        assert_eq!(c.advertised_ips(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+
+        c.bind = "::1".parse().unwrap();
+        assert_eq!(c.advertised_ips(), vec![c.bind]);
+
+        c.bind = "192.0.2.33".parse().unwrap();
+        assert_eq!(c.advertised_ips(), vec![c.bind]);
+
+        c.rtc.advertise_ips = vec![
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+        ];
+        assert_eq!(c.advertised_ips(), c.rtc.advertise_ips);
+
+        // Unspecified bind: a real interface address if there is a route, else loopback.
+        c.rtc.advertise_ips.clear();
+        c.bind = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let ips = c.advertised_ips();
+        assert!(!ips.is_empty());
+        assert!(ips.iter().all(|ip| !ip.is_unspecified()), "{ips:?}");
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let s = format!("{:?}", Config::default());
+        assert!(!s.contains(DEV_API_SECRET), "{s}");
+        assert!(s.contains(DEV_API_KEY), "{s}");
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("prism.example.toml");
+        if !path.exists() {
+            return; // Only meaningful inside the server crate.
+        }
+        let c = Config::load_from(Some(&path), env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

@@ -1,0 +1,134 @@
+//! One subscriber's copy of one track: the sender on the subscriber's connection, the SSRC,
+//! payload type and extension ids negotiated there, and the munger that keeps its sequence
+//! numbers and timestamps continuous. The payload is never copied or touched here.
+
+use std::time::Instant;
+
+use rtc::rtp::{self, header::Extension};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+
+use super::extensions::ExtensionMap;
+use super::munger::{IncomingPacket, MungeOutcome, RtpMunger};
+use super::{DownTrackId, ReceiverId};
+
+#[derive(Debug)]
+pub struct DownTrack {
+    pub id: DownTrackId,
+    pub track_sid: String,
+    pub receiver: ReceiverId,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    /// Set once the subscriber's answer is applied: only then are payload type and extension
+    /// ids known and media may flow.
+    pub negotiated: Option<Negotiated>,
+    /// The publisher layer (SSRC) this down track forwards.
+    pub source: Option<u32>,
+    /// The server offer that first carried this track (its answer activates it).
+    pub offered_in: Option<u32>,
+    pub munger: RtpMunger,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+pub struct Negotiated {
+    pub payload_type: u8,
+    pub extensions: ExtensionMap,
+}
+
+impl DownTrack {
+    pub fn new(
+        id: DownTrackId,
+        track_sid: String,
+        receiver: ReceiverId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        munger: RtpMunger,
+    ) -> Self {
+        Self {
+            id,
+            track_sid,
+            receiver,
+            sender,
+            ssrc,
+            negotiated: None,
+            source: None,
+            offered_in: None,
+            munger,
+            packets_sent: 0,
+            bytes_sent: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Whether this down track still waits for a keyframe of its source before it can start.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.negotiated.is_some() && self.munger.waiting_for_keyframe()
+    }
+
+    /// Follows `ssrc` from now on; forwarding resumes at its next keyframe.
+    pub fn set_source(&mut self, ssrc: u32) {
+        if self.source != Some(ssrc) {
+            self.source = Some(ssrc);
+            self.munger.switch_to(ssrc);
+        }
+    }
+
+    /// The packet this subscriber gets for `src`, or None when it is not forwarded (not yet
+    /// negotiated, another layer, waiting for a keyframe, padding...).
+    pub fn rewrite(
+        &mut self,
+        src: &rtp::Packet,
+        keyframe_start: bool,
+        now: Instant,
+    ) -> Option<rtp::Packet> {
+        let negotiated = self.negotiated.as_ref()?;
+        if self.source != Some(src.header.ssrc) {
+            return None;
+        }
+        let outcome = self.munger.process(&IncomingPacket {
+            source: src.header.ssrc,
+            seq: src.header.sequence_number,
+            timestamp: src.header.timestamp,
+            marker: src.header.marker,
+            payload_len: src.payload.len(),
+            keyframe_start,
+            arrival: now,
+        });
+        let MungeOutcome::Forward { seq, timestamp } = outcome else {
+            self.dropped += 1;
+            return None;
+        };
+        let extensions: Vec<Extension> = src
+            .header
+            .extensions
+            .iter()
+            .filter_map(|e| {
+                negotiated.extensions.map(e.id).map(|id| Extension {
+                    id,
+                    payload: e.payload.clone(),
+                })
+            })
+            .collect();
+        self.packets_sent += 1;
+        self.bytes_sent += src.payload.len() as u64;
+        Some(rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                padding: false,
+                extension: !extensions.is_empty(),
+                marker: src.header.marker,
+                payload_type: negotiated.payload_type,
+                sequence_number: seq,
+                timestamp,
+                ssrc: self.ssrc,
+                csrc: src.header.csrc.clone(),
+                extension_profile: src.header.extension_profile,
+                extensions,
+                extensions_padding: 0,
+            },
+            payload: src.payload.clone(),
+        })
+    }
+}

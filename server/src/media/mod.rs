@@ -1,0 +1,17 @@
+//! The media hot path: what a worker does with each RTP packet. A publisher's packet is parsed
+//! once ([`receiver`], [`codec`]); each subscriber's [`down_track`] rewrites only the header
+//! ([`munger`], [`extensions`]) and shares the payload bytes.
+
+pub mod codec;
+pub mod down_track;
+pub mod extensions;
+pub mod munger;
+pub mod receiver;
+
+/// A published track on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiverId(pub u64);
+
+/// A subscriber's copy of a track on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DownTrackId(pub u64);

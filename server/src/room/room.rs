@@ -1,0 +1,472 @@
+//! One room: its participants and publications, behind one mutex that is never held across
+//! an await. Methods decide under the lock and message participants (bounded outboxes,
+//! `try_send`) and the room's worker (`try_send` commands) without blocking.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prism_proto::signal::{
+    self as pb, AddTrackRequest, DisconnectReason, JoinResponse, ParticipantInfo, SignalResponse,
+    TrackInfo, TrackKind, TrackSource, participant_info::State, signal_response::Message,
+};
+use tokio::sync::mpsc;
+
+use super::member::{JoinSpec, Member};
+use super::{RoomError, new_sid, unix_now};
+use crate::transport::{ConnId, MediaKind, SubscribeSpec, WorkerHandle};
+
+struct Publication {
+    info: TrackInfo,
+    publisher_sid: String,
+    publisher_conn: ConnId,
+    /// The publisher's id for the track (msid track id) — the worker's key.
+    track_id: String,
+}
+
+#[derive(Default)]
+struct State_ {
+    members: HashMap<String, Member>,
+    by_identity: HashMap<String, String>,
+    publications: HashMap<String, Publication>,
+    closed: bool,
+}
+
+pub struct Room {
+    pub sid: String,
+    pub name: String,
+    pub created_at: i64,
+    pub worker: WorkerHandle,
+    max_participants: u32,
+    state: Mutex<State_>,
+}
+
+/// What a participant gets on joining.
+#[derive(Debug)]
+pub struct Joined {
+    pub participant_sid: String,
+    pub response: JoinResponse,
+}
+
+fn message(m: Message) -> SignalResponse {
+    SignalResponse { message: Some(m) }
+}
+
+impl Room {
+    pub fn new(name: String, worker: WorkerHandle, max_participants: u32) -> Self {
+        Self {
+            sid: new_sid("RM"),
+            name,
+            created_at: unix_now(),
+            worker,
+            max_participants,
+            state: Mutex::new(State_::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
+        // A panic while holding the lock would be a bug; keep serving the rest of the room.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().members.is_empty()
+    }
+
+    /// Marks the room closed if nobody is in it; true when closed.
+    pub(super) fn close_if_empty(&self) -> bool {
+        let mut s = self.lock();
+        if s.members.is_empty() {
+            s.closed = true;
+        }
+        s.closed
+    }
+
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.lock().members.values().map(|m| m.info.clone()).collect()
+    }
+
+    fn room_info(&self, s: &State_) -> pb::Room {
+        pb::Room {
+            sid: self.sid.clone(),
+            name: self.name.clone(),
+            metadata: String::new(),
+            num_participants: s.members.len() as u32,
+            creation_time: self.created_at,
+        }
+    }
+
+    /// Adds a participant whose connection `conn` is already open on this room's worker.
+    /// Someone already there under the same identity is replaced.
+    pub fn join(
+        &self,
+        spec: JoinSpec,
+        conn: ConnId,
+        outbox: mpsc::Sender<SignalResponse>,
+    ) -> Result<Joined, RoomError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(RoomError::RoomClosed(self.name.clone()));
+        }
+        if let Some(old_sid) = s.by_identity.get(&spec.identity).cloned() {
+            self.remove_member(&mut s, &old_sid, DisconnectReason::DuplicateIdentity);
+        }
+        if self.max_participants > 0 && s.members.len() as u32 >= self.max_participants {
+            return Err(RoomError::RoomFull(self.name.clone(), self.max_participants));
+        }
+        let sid = new_sid("PA");
+        let member = Member::new(sid.clone(), &spec, conn, outbox);
+        let others: Vec<ParticipantInfo> = s.members.values().map(|m| m.info.clone()).collect();
+        for other in s.members.values() {
+            other.send(message(Message::ParticipantJoined(pb::ParticipantJoined {
+                participant: Some(member.info.clone()),
+            })));
+        }
+        let response = JoinResponse {
+            room: None,
+            participant: Some(member.info.clone()),
+            other_participants: others,
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ice_servers: vec![],
+            auto_subscribe: spec.auto_subscribe,
+            ping_interval_ms: 5_000,
+        };
+        let subscribe_all = spec.auto_subscribe && spec.permission.can_subscribe;
+        s.by_identity.insert(spec.identity.clone(), sid.clone());
+        s.members.insert(sid.clone(), member);
+        if subscribe_all {
+            let sids: Vec<String> = s.publications.keys().cloned().collect();
+            for track_sid in sids {
+                self.subscribe_locked(&mut s, &sid, &track_sid);
+            }
+        }
+        let room = self.room_info(&s);
+        tracing::info!(room = %self.name, participant = %sid, identity = %spec.identity, "participant joined");
+        Ok(Joined {
+            participant_sid: sid,
+            response: JoinResponse {
+                room: Some(room),
+                ..response
+            },
+        })
+    }
+
+    /// Removes a participant (it left, or its connection died) and tells everyone else.
+    pub fn leave(&self, participant_sid: &str, reason: DisconnectReason) {
+        let mut s = self.lock();
+        self.remove_member(&mut s, participant_sid, reason);
+    }
+
+    fn remove_member(&self, s: &mut State_, sid: &str, reason: DisconnectReason) {
+        let Some(member) = s.members.remove(sid) else {
+            return;
+        };
+        if s.by_identity.get(&member.info.identity).map(String::as_str) == Some(sid) {
+            s.by_identity.remove(&member.info.identity);
+        }
+        // Told only when someone else pushed it out; one that left knows.
+        if reason != DisconnectReason::ClientInitiated && reason != DisconnectReason::SignalingClosed
+        {
+            member.send(message(Message::Leave(pb::LeaveResponse {
+                reason: reason as i32,
+                message: format!("disconnected: {}", reason.as_str_name()),
+            })));
+        }
+        let gone: Vec<String> = s
+            .publications
+            .iter()
+            .filter(|(_, p)| p.publisher_sid == sid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for track_sid in gone {
+            s.publications.remove(&track_sid);
+            for m in s.members.values_mut() {
+                m.subscriptions.remove(&track_sid);
+                m.send(message(Message::TrackUnpublished(pb::TrackUnpublished {
+                    participant_sid: sid.to_owned(),
+                    track_sid: track_sid.clone(),
+                })));
+            }
+        }
+        for m in s.members.values() {
+            m.send(message(Message::ParticipantLeft(pb::ParticipantLeft {
+                participant_sid: sid.to_owned(),
+                identity: member.info.identity.clone(),
+                reason: reason as i32,
+            })));
+        }
+        // The worker drops everything forwarded from or to this connection.
+        self.worker.close(member.conn);
+        tracing::info!(room = %self.name, participant = %sid, reason = reason.as_str_name(), "participant left");
+    }
+
+    pub fn set_active(&self, participant_sid: &str) {
+        let mut s = self.lock();
+        let Some(m) = s.members.get_mut(participant_sid) else {
+            return;
+        };
+        if m.info.state == State::Active as i32 {
+            return;
+        }
+        m.info.state = State::Active as i32;
+        let info = m.info.clone();
+        for (sid, other) in &s.members {
+            if sid != participant_sid {
+                other.send(message(Message::ParticipantUpdated(pb::ParticipantUpdated {
+                    participant: Some(info.clone()),
+                })));
+            }
+        }
+    }
+
+    pub fn add_track_metadata(
+        &self,
+        participant_sid: &str,
+        request: AddTrackRequest,
+    ) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let m = s
+            .members
+            .get_mut(participant_sid)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        if !m.permission().can_publish {
+            return Err(RoomError::NotAllowed("this token cannot publish".into()));
+        }
+        if request.cid.is_empty() {
+            return Err(RoomError::NotAllowed("add_track needs a cid".into()));
+        }
+        // Bounded: a client cannot grow this without publishing.
+        if m.pending_tracks.len() >= 64 {
+            return Err(RoomError::NotAllowed("too many pending tracks".into()));
+        }
+        m.pending_tracks.insert(request.cid.clone(), request);
+        Ok(())
+    }
+
+    /// The first packets of a participant's track arrived: publish it to the room and
+    /// subscribe everyone who auto-subscribes.
+    pub fn track_opened(
+        &self,
+        participant_sid: &str,
+        track_id: &str,
+        kind: MediaKind,
+        mime_type: &str,
+        rid: Option<&str>,
+    ) {
+        let mut s = self.lock();
+        let Some(m) = s.members.get_mut(participant_sid) else {
+            return;
+        };
+        if !m.permission().can_publish {
+            let _ = self.worker.unpublish(m.conn, track_id.to_owned());
+            return;
+        }
+        // A further simulcast layer of a published track only updates its info.
+        if let Some(existing) = s
+            .publications
+            .values_mut()
+            .find(|p| p.publisher_sid == participant_sid && p.track_id == track_id)
+        {
+            if let Some(rid) = rid
+                && !existing.info.layers.iter().any(|l| l.rid == rid)
+            {
+                existing.info.layers.push(pb::VideoLayer {
+                    rid: rid.to_owned(),
+                    ..Default::default()
+                });
+            }
+            return;
+        }
+        let Some(m) = s.members.get_mut(participant_sid) else {
+            return;
+        };
+        let meta = m.pending_tracks.remove(track_id).unwrap_or_default();
+        let video = kind == MediaKind::Video;
+        let mut layers = meta.layers.clone();
+        if let Some(rid) = rid
+            && !layers.iter().any(|l| l.rid == rid)
+        {
+            layers.push(pb::VideoLayer {
+                rid: rid.to_owned(),
+                ..Default::default()
+            });
+        }
+        let info = TrackInfo {
+            sid: new_sid("TR"),
+            cid: track_id.to_owned(),
+            kind: if video { TrackKind::Video } else { TrackKind::Audio } as i32,
+            source: if meta.source != 0 {
+                meta.source
+            } else if video {
+                TrackSource::Camera as i32
+            } else {
+                TrackSource::Microphone as i32
+            },
+            name: meta.name,
+            mime_type: mime_type.to_owned(),
+            muted: meta.muted,
+            simulcast: rid.is_some() || meta.layers.len() > 1,
+            width: meta.width,
+            height: meta.height,
+            layers,
+        };
+        m.info.tracks.push(info.clone());
+        let publisher_conn = m.conn;
+        let track_sid = info.sid.clone();
+        tracing::info!(room = %self.name, participant = %participant_sid, track = %track_sid, mime = mime_type, "track published");
+        s.publications.insert(
+            track_sid.clone(),
+            Publication {
+                info: info.clone(),
+                publisher_sid: participant_sid.to_owned(),
+                publisher_conn,
+                track_id: track_id.to_owned(),
+            },
+        );
+        for other in s.members.values() {
+            other.send(message(Message::TrackPublished(pb::TrackPublished {
+                participant_sid: participant_sid.to_owned(),
+                track: Some(info.clone()),
+            })));
+        }
+        let subscribers: Vec<String> = s
+            .members
+            .iter()
+            .filter(|(sid, m)| {
+                sid.as_str() != participant_sid && m.auto_subscribe && m.permission().can_subscribe
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in subscribers {
+            self.subscribe_locked(&mut s, &sid, &track_sid);
+        }
+    }
+
+    pub fn unpublish(&self, participant_sid: &str, track_sid: &str) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let owned = s
+            .publications
+            .get(track_sid)
+            .is_some_and(|p| p.publisher_sid == participant_sid);
+        if !owned {
+            return Err(RoomError::TrackNotFound(track_sid.to_owned()));
+        }
+        let Some(p) = s.publications.remove(track_sid) else {
+            return Err(RoomError::TrackNotFound(track_sid.to_owned()));
+        };
+        if let Some(m) = s.members.get_mut(participant_sid) {
+            m.info.tracks.retain(|t| t.sid != track_sid);
+        }
+        for m in s.members.values_mut() {
+            m.subscriptions.remove(track_sid);
+            m.send(message(Message::TrackUnpublished(pb::TrackUnpublished {
+                participant_sid: participant_sid.to_owned(),
+                track_sid: track_sid.to_owned(),
+            })));
+        }
+        self.worker
+            .unpublish(p.publisher_conn, p.track_id)
+            .map_err(|e| RoomError::Transport(e.to_string()))
+    }
+
+    pub fn mute(&self, participant_sid: &str, track_sid: &str, muted: bool) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let p = s
+            .publications
+            .get_mut(track_sid)
+            .filter(|p| p.publisher_sid == participant_sid)
+            .ok_or_else(|| RoomError::TrackNotFound(track_sid.to_owned()))?;
+        p.info.muted = muted;
+        if let Some(m) = s.members.get_mut(participant_sid)
+            && let Some(t) = m.info.tracks.iter_mut().find(|t| t.sid == track_sid)
+        {
+            t.muted = muted;
+        }
+        for m in s.members.values() {
+            m.send(message(Message::TrackMuted(pb::TrackMuted {
+                participant_sid: participant_sid.to_owned(),
+                track_sid: track_sid.to_owned(),
+                muted,
+            })));
+        }
+        Ok(())
+    }
+
+    /// Explicit subscribe or unsubscribe. Unknown track sids are an error; nothing changes then.
+    pub fn update_subscription(
+        &self,
+        participant_sid: &str,
+        track_sids: &[String],
+        subscribe: bool,
+    ) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let m = s
+            .members
+            .get(participant_sid)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        if subscribe && !m.permission().can_subscribe {
+            return Err(RoomError::NotAllowed("this token cannot subscribe".into()));
+        }
+        if let Some(missing) = track_sids.iter().find(|t| !s.publications.contains_key(*t)) {
+            return Err(RoomError::TrackNotFound(missing.clone()));
+        }
+        for track_sid in track_sids {
+            if subscribe {
+                self.subscribe_locked(&mut s, participant_sid, track_sid);
+            } else if let Some(m) = s.members.get_mut(participant_sid)
+                && m.subscriptions.remove(track_sid)
+            {
+                let conn = m.conn;
+                self.worker
+                    .unsubscribe(conn, track_sid.clone())
+                    .map_err(|e| RoomError::Transport(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker dropped a subscription (publisher gone, or it failed).
+    pub fn subscription_ended(&self, participant_sid: &str, track_sid: &str) {
+        if let Some(m) = self.lock().members.get_mut(participant_sid) {
+            m.subscriptions.remove(track_sid);
+        }
+    }
+
+    fn subscribe_locked(&self, s: &mut State_, subscriber_sid: &str, track_sid: &str) {
+        let Some(p) = s.publications.get(track_sid) else {
+            return;
+        };
+        if p.publisher_sid == subscriber_sid {
+            return; // nobody receives their own tracks back
+        }
+        let publisher_sid = p.publisher_sid.clone();
+        let spec = SubscribeSpec {
+            subscriber: ConnId(0),
+            publisher: p.publisher_conn,
+            track_id: p.track_id.clone(),
+            track_sid: track_sid.to_owned(),
+            publisher_sid: publisher_sid.clone(),
+        };
+        let Some(m) = s.members.get_mut(subscriber_sid) else {
+            return;
+        };
+        if !m.subscriptions.insert(track_sid.to_owned()) {
+            return;
+        }
+        if let Err(e) = self.worker.subscribe(SubscribeSpec {
+            subscriber: m.conn,
+            ..spec
+        }) {
+            m.subscriptions.remove(track_sid);
+            m.send(message(Message::Subscription(pb::SubscriptionUpdate {
+                track_sid: track_sid.to_owned(),
+                participant_sid: publisher_sid,
+                state: pb::subscription_update::State::Failed as i32,
+                error: e.to_string(),
+            })));
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! One participant's peer connection as its worker holds it, with the negotiation bookkeeping
+//! that serialises offers: the client offers first; the server offers only when no offer of
+//! either side is in flight.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::peer_connection::RTCPeerConnection;
+use tokio::sync::mpsc;
+
+use super::{ConnEvent, ConnId};
+use crate::media::down_track::DownTrack;
+use crate::media::{DownTrackId, ReceiverId};
+
+pub(crate) struct Connection {
+    pub id: ConnId,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    /// Remote addresses learned from accepted STUN checks.
+    pub addrs: Vec<SocketAddr>,
+    pub events: mpsc::Sender<ConnEvent>,
+    pub negotiation: Negotiation,
+    /// Tracks this participant publishes: its track id → receiver.
+    pub published: HashMap<String, ReceiverId>,
+    /// Tracks it subscribes to.
+    pub down_tracks: HashMap<DownTrackId, DownTrack>,
+    pub down_track_by_sid: HashMap<String, DownTrackId>,
+    pub deadline: Option<Instant>,
+    pub dirty: bool,
+    pub connected: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Negotiation {
+    /// The client's first offer was applied (the server never offers before that).
+    pub started: bool,
+    /// Id of the server offer awaiting the client's answer.
+    pub outstanding: Option<u32>,
+    pub next_id: u32,
+    /// Senders were added or removed since the last server offer.
+    pub needed: bool,
+}
+
+impl Negotiation {
+    pub fn may_offer(&self) -> bool {
+        self.started && self.needed && self.outstanding.is_none()
+    }
+}
+
+impl Connection {
+    pub fn new(
+        id: ConnId,
+        pc: RTCPeerConnection,
+        ufrag: String,
+        events: mpsc::Sender<ConnEvent>,
+    ) -> Self {
+        Self {
+            id,
+            pc,
+            ufrag,
+            addrs: Vec::new(),
+            events,
+            negotiation: Negotiation::default(),
+            published: HashMap::new(),
+            down_tracks: HashMap::new(),
+            down_track_by_sid: HashMap::new(),
+            deadline: None,
+            dirty: true,
+            connected: false,
+        }
+    }
+
+    /// Hands an event to the session. The channel is bounded; a session that stopped reading
+    /// loses events rather than stalling the worker (it is being torn down anyway).
+    pub fn emit(&self, event: ConnEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            tracing::debug!(conn = self.id.0, error = %e, "connection event dropped");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Building the server side of a participant's peer connection: ICE-lite with credentials we
+//! choose (so the shared socket can route STUN by ufrag), our codecs and header extensions, the
+//! default interceptors, and host candidates for the worker's advertised addresses.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+use rtc::interceptor::Registry;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+
+/// Header extensions Prism negotiates besides the ones the default interceptors add
+/// (transport-cc, mid, rid, repaired-rid).
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+/// ICE credentials of one connection; the ufrag is the routing key on the shared socket.
+#[derive(Debug, Clone)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+impl IceCredentials {
+    pub fn random() -> Self {
+        let mut rng = rand::rng();
+        let mut token = |n: usize| -> String {
+            (0..n).map(|_| rng.sample(Alphanumeric) as char).collect()
+        };
+        let ufrag = token(16);
+        let pwd = token(32);
+        Self { ufrag, pwd }
+    }
+}
+
+/// Settings shared by every connection of a worker.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    pub advertised: Vec<SocketAddr>,
+    pub ice_disconnected_timeout: Duration,
+    pub ice_failed_timeout: Duration,
+}
+
+/// Creates a connection ready to take the client's offer.
+pub fn build(
+    settings: &PeerSettings,
+    credentials: &IceCredentials,
+    now: Instant,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: MID_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+
+    let setting_engine = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // mDNS queries would go out through the shared socket; Prism never needs them.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(settings.ice_disconnected_timeout),
+            Some(settings.ice_failed_timeout),
+            None,
+        )
+        .build();
+
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+
+    for addr in &settings.advertised {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    }
+    Ok(pc)
+}

@@ -1,0 +1,981 @@
+//! A worker thread: one UDP socket, the connections placed on it and their media. It reads a
+//! burst of datagrams, routes each to its connection (STUN by ufrag, the rest by source
+//! address), forwards the RTP that comes out to the subscribers' connections, runs timers, and
+//! sends everything the connections produced in `sendmmsg` batches.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::connection::Connection;
+use super::peer::{self, IceCredentials, PeerSettings};
+use super::udp::{self, SendQueue};
+use super::{
+    ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
+    WorkerHandle,
+};
+use crate::media::codec;
+use crate::media::down_track::{DownTrack, Negotiated};
+use crate::media::extensions::ExtensionMap;
+use crate::media::munger::RtpMunger;
+use crate::media::receiver::{Receiver, SubscriberRef};
+use crate::media::{DownTrackId, ReceiverId};
+
+/// Counters a worker keeps for the rest of the process; relaxed atomics, no locks.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub stop: AtomicBool,
+    pub connections: AtomicUsize,
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub send_syscalls: AtomicU64,
+    pub send_errors: AtomicU64,
+    /// Datagrams no connection claimed (unknown source, not a STUN request we know).
+    pub unroutable_datagrams: AtomicU64,
+    /// Datagrams a connection refused (malformed, failed authentication or decryption).
+    pub rejected_datagrams: AtomicU64,
+    pub rtp_received: AtomicU64,
+    pub rtp_forwarded: AtomicU64,
+    pub rtp_forward_errors: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// What a worker holds, for leak checks and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    pub connections: usize,
+    pub receivers: usize,
+    pub down_tracks: usize,
+    pub ufrag_routes: usize,
+    pub address_routes: usize,
+}
+
+const COMMAND_QUEUE: usize = 8192;
+const MAX_DATAGRAMS_PER_WAKE: usize = 256;
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+pub(super) fn spawn(
+    index: usize,
+    bind: SocketAddr,
+    settings: PeerSettings,
+    recv_buffer: usize,
+    send_buffer: usize,
+    keyframe_interval: Duration,
+) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), TransportError> {
+    let socket = udp::bind(bind, recv_buffer, send_buffer)
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
+    let bound = socket.local_addr().map_err(|source| TransportError::Bind { addr: bind, source })?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let stats = Arc::new(WorkerStats::default());
+    let handle = WorkerHandle {
+        index,
+        bound,
+        tx,
+        stats: stats.clone(),
+    };
+    let local_addr = settings.advertised.first().copied().unwrap_or(bound);
+    let thread = std::thread::Builder::new()
+        .name(format!("prism-worker-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot register socket");
+                        return;
+                    }
+                };
+                tracing::info!(worker = index, %bound, advertised = ?settings.advertised, "media worker started");
+                Worker::new(index, socket, local_addr, settings, keyframe_interval, stats)
+                    .run(rx)
+                    .await;
+            });
+        })
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
+    Ok((handle, thread))
+}
+
+struct Worker {
+    index: usize,
+    socket: UdpSocket,
+    /// The address connections see as theirs (an advertised candidate address).
+    local_addr: SocketAddr,
+    settings: PeerSettings,
+    keyframe_interval: Duration,
+    stats: Arc<WorkerStats>,
+    conns: HashMap<ConnId, Connection>,
+    by_ufrag: HashMap<String, ConnId>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+    receivers: HashMap<ReceiverId, Receiver>,
+    next_id: u64,
+    dirty: Vec<ConnId>,
+    send_queue: SendQueue,
+    recv_buf: Vec<u8>,
+    // Scratch buffers reused for every connection drain, so draining does not allocate.
+    event_buf: Vec<RTCPeerConnectionEvent>,
+    rtp_buf: Vec<(String, rtp::Packet)>,
+    out_buf: Vec<(SocketAddr, BytesMut)>,
+    keyframe_buf: Vec<(ReceiverId, u32)>,
+}
+
+impl Worker {
+    fn new(
+        index: usize,
+        socket: UdpSocket,
+        local_addr: SocketAddr,
+        settings: PeerSettings,
+        keyframe_interval: Duration,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        Self {
+            index,
+            socket,
+            local_addr,
+            settings,
+            keyframe_interval,
+            stats,
+            conns: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            receivers: HashMap::new(),
+            next_id: 1,
+            dirty: Vec::new(),
+            send_queue: SendQueue::default(),
+            recv_buf: vec![0; 2048],
+            event_buf: Vec::new(),
+            rtp_buf: Vec::new(),
+            out_buf: Vec::new(),
+            keyframe_buf: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<WorkerCommand>) {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if self.stats.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let wake = self
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        self.handle_command(command);
+                        // Take what else is queued, bounded so media keeps flowing.
+                        for _ in 0..64 {
+                            match commands.try_recv() {
+                                Ok(command) => self.handle_command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                ready = self.socket.readable() => {
+                    if ready.is_ok() {
+                        self.read_datagrams();
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = housekeeping.tick() => self.request_pending_keyframes(Instant::now()),
+            }
+            let now = Instant::now();
+            self.fire_timeouts(now);
+            self.process_dirty(now);
+            if !self.send_queue.is_empty() {
+                let flushed = self.send_queue.flush(&self.socket).await;
+                let s = &self.stats;
+                s.datagrams_out.fetch_add(flushed.datagrams as u64, Ordering::Relaxed);
+                s.bytes_out.fetch_add(flushed.bytes as u64, Ordering::Relaxed);
+                s.send_syscalls.fetch_add(flushed.syscalls as u64, Ordering::Relaxed);
+                s.send_errors.fetch_add(flushed.errors as u64, Ordering::Relaxed);
+            }
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+        let _ = self.send_queue.flush(&self.socket).await;
+        tracing::info!(worker = self.index, "media worker stopped");
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.deadline).min()
+    }
+
+    fn fire_timeouts(&mut self, now: Instant) {
+        for (id, c) in self.conns.iter_mut() {
+            if c.deadline.is_some_and(|d| d <= now) {
+                c.deadline = None;
+                // A failing stage stops the rest of that tick (ENGINE-NOTES #9): log and go on.
+                if let Err(e) = c.pc.handle_timeout(now) {
+                    tracing::trace!(conn = id.0, error = %e, "timeout handling");
+                }
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(*id);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ datagrams in
+
+    fn read_datagrams(&mut self) {
+        for _ in 0..MAX_DATAGRAMS_PER_WAKE {
+            match self.socket.try_recv_from(&mut self.recv_buf) {
+                Ok((n, from)) => self.route(from, n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on Linux; they concern one peer, not the socket.
+                    tracing::trace!(worker = self.index, error = %e, "udp receive error");
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, from: SocketAddr, len: usize) {
+        self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        let data = &self.recv_buf[..len];
+        // STUN names its connection; everything else is known by the address its checks came from.
+        let target = match super::stun::local_ufrag(data) {
+            Some(ufrag) => self.by_ufrag.get(ufrag).copied(),
+            None => self.by_addr.get(&from).copied(),
+        };
+        let Some(id) = target else {
+            self.stats.unroutable_datagrams.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&id) else {
+            self.stats.unroutable_datagrams.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let message = TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = c.pc.handle_read(message) {
+            self.stats.rejected_datagrams.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(conn = id.0, error = %e, "datagram rejected");
+        }
+        self.mark_dirty(id);
+    }
+
+    // ------------------------------------------------------------------ connection output
+
+    fn process_dirty(&mut self, now: Instant) {
+        // Draining one connection can dirty others (forwarded RTP), so the list may grow.
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let id = self.dirty[i];
+            i += 1;
+            self.drain(id, now);
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut out = std::mem::take(&mut self.out_buf);
+        for id in dirty.drain(..) {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.dirty = false;
+            while let Some(datagram) = c.pc.poll_write() {
+                out.push((datagram.transport.peer_addr, datagram.message));
+            }
+            c.deadline = c.pc.poll_timeout();
+            for (to, datagram) in out.drain(..) {
+                self.learn_address(id, to);
+                self.send_queue.push(to, datagram);
+            }
+        }
+        self.dirty = dirty;
+        self.out_buf = out;
+    }
+
+    /// The engine only sends to addresses whose STUN checks it authenticated, so an address a
+    /// connection sends to is that connection's (ENGINE-NOTES #10); datagrams from it route there.
+    fn learn_address(&mut self, id: ConnId, addr: SocketAddr) {
+        if self.by_addr.get(&addr) == Some(&id) {
+            return;
+        }
+        if let Some(previous) = self.by_addr.insert(addr, id)
+            && let Some(p) = self.conns.get_mut(&previous)
+        {
+            p.addrs.retain(|a| *a != addr);
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.addrs.push(addr);
+        }
+    }
+
+    fn drain(&mut self, id: ConnId, now: Instant) {
+        let mut events = std::mem::take(&mut self.event_buf);
+        let mut packets = std::mem::take(&mut self.rtp_buf);
+        if let Some(c) = self.conns.get_mut(&id) {
+            while let Some(event) = c.pc.poll_event() {
+                events.push(event);
+            }
+            while let Some(message) = c.pc.poll_read() {
+                if let RTCMessage::RtpPacket(track_id, packet) = message.message {
+                    packets.push((track_id, packet));
+                }
+            }
+        }
+        for event in events.drain(..) {
+            self.on_event(id, event, now);
+        }
+        for (track_id, packet) in packets.drain(..) {
+            self.forward(id, &track_id, packet, now);
+        }
+        self.event_buf = events;
+        self.rtp_buf = packets;
+        self.maybe_offer(id);
+    }
+
+    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent, now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                let state = match state {
+                    RTCPeerConnectionState::Connected => {
+                        c.connected = true;
+                        PeerState::Connected
+                    }
+                    RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+                    RTCPeerConnectionState::Failed => PeerState::Failed,
+                    RTCPeerConnectionState::Closed => PeerState::Closed,
+                    _ => PeerState::Connecting,
+                };
+                tracing::debug!(conn = id.0, ?state, "peer connection state");
+                c.emit(ConnEvent::StateChanged(state));
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.on_track_open(id, init, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit, now: Instant) {
+        let receiver_id = {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            match c.published.get(&init.track_id) {
+                Some(r) => Some(*r),
+                None => None,
+            }
+        };
+        let (receiver_id, first_layer) = match receiver_id {
+            Some(r) => (r, false),
+            None => {
+                let rid = ReceiverId(self.next_id());
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                let Some(mut rtp_receiver) = c.pc.rtp_receiver(init.receiver_id) else {
+                    return;
+                };
+                let kind = rtp_receiver.track().kind();
+                let codec = rtp_receiver.track().codec(init.ssrc).cloned();
+                let params = rtp_receiver.get_parameters().rtp_parameters.clone();
+                let Some(codec) = codec.or_else(|| params.codecs.first().map(|c| c.rtp_codec.clone()))
+                else {
+                    tracing::warn!(conn = id.0, track = %init.track_id, "track opened without a codec");
+                    return;
+                };
+                let receiver = Receiver::new(
+                    rid,
+                    id,
+                    init.track_id.clone(),
+                    init.receiver_id,
+                    kind,
+                    codec,
+                    params.header_extensions,
+                    self.keyframe_interval,
+                );
+                c.published.insert(init.track_id.clone(), rid);
+                self.receivers.insert(rid, receiver);
+                (rid, true)
+            }
+        };
+        let Some(receiver) = self.receivers.get_mut(&receiver_id) else {
+            return;
+        };
+        receiver.add_layer(init.ssrc, init.rid.clone());
+        let event = ConnEvent::TrackOpened {
+            track_id: init.track_id.clone(),
+            kind: if receiver.is_video() {
+                MediaKind::Video
+            } else {
+                MediaKind::Audio
+            },
+            mime_type: receiver.rtp_codec.mime_type.clone(),
+            ssrc: init.ssrc,
+            rid: init.rid.clone(),
+            first_layer,
+        };
+        tracing::debug!(conn = id.0, track = %init.track_id, ssrc = init.ssrc, rid = ?init.rid, "track layer opened");
+        // A better layer started: existing subscribers move to it (at its next keyframe).
+        if !first_layer && let Some(preferred) = receiver.preferred_layer() {
+            for s in receiver.subscribers.clone() {
+                if let Some(dt) = self
+                    .conns
+                    .get_mut(&s.conn)
+                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
+                {
+                    dt.set_source(preferred);
+                }
+            }
+            self.request_keyframe(receiver_id, preferred, now);
+        }
+        if let Some(c) = self.conns.get(&id) {
+            c.emit(event);
+        }
+    }
+
+    /// The hot path: one publisher packet to every subscriber of its track.
+    fn forward(&mut self, publisher: ConnId, track_id: &str, packet: rtp::Packet, now: Instant) {
+        let Some(receiver_id) = self
+            .conns
+            .get(&publisher)
+            .and_then(|c| c.published.get(track_id))
+            .copied()
+        else {
+            return; // unpublished while packets were still arriving
+        };
+        let Some(receiver) = self.receivers.get_mut(&receiver_id) else {
+            return;
+        };
+        self.stats.rtp_received.fetch_add(1, Ordering::Relaxed);
+        if let Some(layer) = receiver.layer_mut(packet.header.ssrc) {
+            layer.packets += 1;
+            layer.bytes += packet.payload.len() as u64;
+        }
+        let keyframe = !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
+        for s in &receiver.subscribers {
+            let Some(c) = self.conns.get_mut(&s.conn) else {
+                continue;
+            };
+            let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
+                continue;
+            };
+            let Some(out) = dt.rewrite(&packet, keyframe, now) else {
+                continue;
+            };
+            let sender = dt.sender;
+            let written = c
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtp(now, out).is_ok())
+                .unwrap_or(false);
+            let counter = if written {
+                &self.stats.rtp_forwarded
+            } else {
+                &self.stats.rtp_forward_errors
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(s.conn);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ keyframes
+
+    fn request_keyframe(&mut self, receiver_id: ReceiverId, ssrc: u32, now: Instant) {
+        let Some(receiver) = self.receivers.get_mut(&receiver_id) else {
+            return;
+        };
+        if !receiver.is_video() || !receiver.allow_keyframe_request(ssrc, now) {
+            return;
+        }
+        let (publisher, rtc_receiver) = (receiver.publisher, receiver.rtc_receiver);
+        let Some(c) = self.conns.get_mut(&publisher) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        if let Some(mut r) = c.pc.rtp_receiver(rtc_receiver) {
+            match r.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => {
+                    self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(conn = publisher.0, ssrc, "keyframe requested");
+                }
+                Err(e) => tracing::debug!(conn = publisher.0, error = %e, "keyframe request failed"),
+            }
+        }
+        self.mark_dirty(publisher);
+    }
+
+    /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
+    fn request_pending_keyframes(&mut self, now: Instant) {
+        let mut wanted = std::mem::take(&mut self.keyframe_buf);
+        for receiver in self.receivers.values() {
+            if !receiver.is_video() {
+                continue;
+            }
+            for s in &receiver.subscribers {
+                if let Some(dt) = self
+                    .conns
+                    .get(&s.conn)
+                    .and_then(|c| c.down_tracks.get(&s.down_track))
+                    && dt.waiting_for_keyframe()
+                    && let Some(source) = dt.source
+                    && !wanted.contains(&(receiver.id, source))
+                {
+                    wanted.push((receiver.id, source));
+                }
+            }
+        }
+        for (receiver, ssrc) in wanted.drain(..) {
+            self.request_keyframe(receiver, ssrc, now);
+        }
+        self.keyframe_buf = wanted;
+    }
+
+    // ------------------------------------------------------------------ negotiation
+
+    fn maybe_offer(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.negotiation.may_offer() {
+            return;
+        }
+        c.negotiation.needed = false;
+        let now = Instant::now();
+        let offer = match c.pc.create_offer(None) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::warn!(conn = id.0, error = %e, "cannot create offer");
+                return;
+            }
+        };
+        if let Err(e) = c.pc.set_local_description(now, offer.clone()) {
+            tracing::warn!(conn = id.0, error = %e, "cannot apply own offer");
+            return;
+        }
+        c.negotiation.next_id += 1;
+        let offer_id = c.negotiation.next_id;
+        c.negotiation.outstanding = Some(offer_id);
+        for dt in c.down_tracks.values_mut() {
+            if dt.negotiated.is_none() {
+                dt.offered_in = Some(offer_id);
+            }
+        }
+        let sdp = c
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp);
+        c.emit(ConnEvent::Offer { sdp, id: offer_id });
+    }
+
+    fn on_client_offer(&mut self, id: ConnId, sdp: String) -> Result<Option<String>, TransportError> {
+        let c = self.conns.get_mut(&id).ok_or(TransportError::UnknownConnection)?;
+        if c.negotiation.outstanding.is_some() {
+            // Glare: the server is the impolite peer and keeps its own offer.
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        c.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        let answer = c
+            .pc
+            .create_answer(None)
+            .map_err(|e| TransportError::Negotiation(e.to_string()))?;
+        c.pc
+            .set_local_description(now, answer.clone())
+            .map_err(|e| TransportError::Negotiation(e.to_string()))?;
+        c.negotiation.started = true;
+        let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
+        self.mark_dirty(id);
+        Ok(Some(sdp))
+    }
+
+    fn on_client_answer(&mut self, id: ConnId, sdp: String, answer_id: u32) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or(TransportError::UnknownConnection)?;
+        if c.negotiation.outstanding != Some(answer_id) {
+            return Err(TransportError::UnexpectedAnswer {
+                got: answer_id,
+                expected: c.negotiation.outstanding,
+            });
+        }
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        c.pc
+            .set_remote_description(Instant::now(), answer)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        c.negotiation.outstanding = None;
+        let ready: Vec<DownTrackId> = c
+            .down_tracks
+            .values()
+            .filter(|dt| dt.negotiated.is_none() && dt.offered_in == Some(answer_id))
+            .map(|dt| dt.id)
+            .collect();
+        let now = Instant::now();
+        for dt_id in ready {
+            self.activate(id, dt_id, now);
+        }
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    /// The subscriber's leg of a down track is negotiated: learn its payload type and
+    /// extension ids, then start (video waits for a keyframe, which we ask for).
+    fn activate(&mut self, id: ConnId, dt_id: DownTrackId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(dt) = c.down_tracks.get(&dt_id) else {
+            return;
+        };
+        let (sender, receiver_id, track_sid) = (dt.sender, dt.receiver, dt.track_sid.clone());
+        let Some(receiver) = self.receivers.get(&receiver_id) else {
+            return;
+        };
+        let negotiated = c.pc.rtp_sender(sender).and_then(|mut s| {
+            let params = s.get_parameters();
+            let codecs = &params.rtp_parameters.codecs;
+            let wanted = &receiver.rtp_codec;
+            let same_mime = |m: &str| m.eq_ignore_ascii_case(&wanted.mime_type);
+            let payload_type = codecs
+                .iter()
+                .find(|p| same_mime(&p.rtp_codec.mime_type) && p.rtp_codec.sdp_fmtp_line == wanted.sdp_fmtp_line)
+                .or_else(|| codecs.iter().find(|p| same_mime(&p.rtp_codec.mime_type)))
+                .map(|p| p.payload_type)?;
+            Some(Negotiated {
+                payload_type,
+                extensions: ExtensionMap::between(
+                    &receiver.extensions,
+                    &params.rtp_parameters.header_extensions,
+                ),
+            })
+        });
+        let source = receiver.preferred_layer();
+        let Some(dt) = c.down_tracks.get_mut(&dt_id) else {
+            return;
+        };
+        match negotiated {
+            Some(n) => {
+                dt.negotiated = Some(n);
+                if let Some(source) = source {
+                    dt.set_source(source);
+                }
+                c.emit(ConnEvent::Subscribed { track_sid });
+                if let Some(source) = source {
+                    self.request_keyframe(receiver_id, source, now);
+                }
+            }
+            None => {
+                let reason = format!(
+                    "the subscriber did not accept codec {}",
+                    receiver.rtp_codec.mime_type
+                );
+                c.emit(ConnEvent::SubscriptionFailed { track_sid: track_sid.clone(), reason });
+                self.remove_down_track(id, &track_sid, false);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    fn handle_command(&mut self, command: WorkerCommand) {
+        match command {
+            WorkerCommand::Open {
+                conn,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.open(conn, events));
+            }
+            WorkerCommand::Offer { conn, sdp, reply } => {
+                let result = self.on_client_offer(conn, sdp);
+                let _ = reply.send(result);
+            }
+            WorkerCommand::Answer {
+                conn,
+                sdp,
+                id,
+                reply,
+            } => {
+                let result = self.on_client_answer(conn, sdp, id);
+                let _ = reply.send(result);
+            }
+            WorkerCommand::Candidate {
+                conn,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    let init = RTCIceCandidateInit {
+                        candidate,
+                        sdp_mid,
+                        sdp_mline_index,
+                        ..Default::default()
+                    };
+                    if let Err(e) = c.pc.add_remote_candidate(init) {
+                        tracing::debug!(conn = conn.0, error = %e, "remote candidate refused");
+                    }
+                    self.mark_dirty(conn);
+                }
+            }
+            WorkerCommand::Subscribe(spec) => self.subscribe(spec),
+            WorkerCommand::Unsubscribe {
+                subscriber,
+                track_sid,
+            } => self.remove_down_track(subscriber, &track_sid, true),
+            WorkerCommand::Unpublish {
+                publisher,
+                track_id,
+            } => self.unpublish(publisher, &track_id),
+            WorkerCommand::Close { conn } => self.close(conn),
+            WorkerCommand::Snapshot { reply } => {
+                let _ = reply.send(WorkerSnapshot {
+                    connections: self.conns.len(),
+                    receivers: self.receivers.len(),
+                    down_tracks: self.conns.values().map(|c| c.down_tracks.len()).sum(),
+                    ufrag_routes: self.by_ufrag.len(),
+                    address_routes: self.by_addr.len(),
+                });
+            }
+        }
+    }
+
+    fn open(&mut self, conn: ConnId, events: mpsc::Sender<ConnEvent>) -> Result<(), TransportError> {
+        let credentials = IceCredentials::random();
+        let pc = peer::build(&self.settings, &credentials, Instant::now())
+            .map_err(|e| TransportError::Engine(e.to_string()))?;
+        self.by_ufrag.insert(credentials.ufrag.clone(), conn);
+        self.conns
+            .insert(conn, Connection::new(conn, pc, credentials.ufrag, events));
+        self.dirty.push(conn);
+        self.stats.connections.store(self.conns.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn subscribe(&mut self, spec: SubscribeSpec) {
+        let receiver_id = self
+            .conns
+            .get(&spec.publisher)
+            .and_then(|c| c.published.get(&spec.track_id))
+            .copied();
+        let Some(c) = self.conns.get(&spec.subscriber) else {
+            return;
+        };
+        if c.down_track_by_sid.contains_key(&spec.track_sid) {
+            return;
+        }
+        let Some(receiver) = receiver_id.and_then(|r| self.receivers.get(&r)) else {
+            c.emit(ConnEvent::SubscriptionFailed {
+                track_sid: spec.track_sid,
+                reason: "the track is not being received".into(),
+            });
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let track = MediaStreamTrack::new(
+            spec.publisher_sid.clone(),
+            spec.track_sid.clone(),
+            spec.track_sid.clone(),
+            receiver.kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: receiver.rtp_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        let needs_keyframe = receiver.kind == RtpCodecKind::Video;
+        let clock_rate = receiver.rtp_codec.clock_rate;
+        let receiver_id = receiver.id;
+        let dt_id = DownTrackId(self.next_id());
+        let Some(c) = self.conns.get_mut(&spec.subscriber) else {
+            return;
+        };
+        let transceiver = match c.pc.add_transceiver_from_track(track, Some(init)) {
+            Ok(t) => t,
+            Err(e) => {
+                c.emit(ConnEvent::SubscriptionFailed {
+                    track_sid: spec.track_sid,
+                    reason: format!("cannot add the track: {e}"),
+                });
+                return;
+            }
+        };
+        let munger = RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, needs_keyframe);
+        let dt = DownTrack::new(
+            dt_id,
+            spec.track_sid.clone(),
+            receiver_id,
+            RTCRtpSenderId::from(transceiver),
+            ssrc,
+            munger,
+        );
+        c.down_tracks.insert(dt_id, dt);
+        c.down_track_by_sid.insert(spec.track_sid, dt_id);
+        c.negotiation.needed = true;
+        if let Some(r) = self.receivers.get_mut(&receiver_id) {
+            r.subscribers.push(SubscriberRef {
+                conn: spec.subscriber,
+                down_track: dt_id,
+            });
+        }
+        self.mark_dirty(spec.subscriber);
+    }
+
+    /// Stops forwarding `track_sid` to `subscriber` and removes its sender (renegotiated).
+    fn remove_down_track(&mut self, subscriber: ConnId, track_sid: &str, notify: bool) {
+        let Some(c) = self.conns.get_mut(&subscriber) else {
+            return;
+        };
+        let Some(dt_id) = c.down_track_by_sid.remove(track_sid) else {
+            return;
+        };
+        let Some(dt) = c.down_tracks.remove(&dt_id) else {
+            return;
+        };
+        if let Err(e) = c.pc.remove_track(dt.sender) {
+            tracing::debug!(conn = subscriber.0, error = %e, "remove_track");
+        }
+        c.negotiation.needed = true;
+        if notify {
+            c.emit(ConnEvent::Unsubscribed {
+                track_sid: track_sid.to_owned(),
+            });
+        }
+        if let Some(r) = self.receivers.get_mut(&dt.receiver) {
+            r.remove_subscriber(subscriber, dt_id);
+        }
+        self.mark_dirty(subscriber);
+    }
+
+    fn unpublish(&mut self, publisher: ConnId, track_id: &str) {
+        let Some(receiver_id) = self
+            .conns
+            .get_mut(&publisher)
+            .and_then(|c| c.published.remove(track_id))
+        else {
+            return;
+        };
+        self.drop_receiver(receiver_id);
+    }
+
+    fn drop_receiver(&mut self, receiver_id: ReceiverId) {
+        let Some(receiver) = self.receivers.remove(&receiver_id) else {
+            return;
+        };
+        for s in receiver.subscribers {
+            let sid = self
+                .conns
+                .get(&s.conn)
+                .and_then(|c| c.down_tracks.get(&s.down_track))
+                .map(|dt| dt.track_sid.clone());
+            if let Some(sid) = sid {
+                self.remove_down_track(s.conn, &sid, true);
+            }
+        }
+    }
+
+    fn close(&mut self, id: ConnId) {
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        for receiver_id in c.published.values() {
+            self.drop_receiver(*receiver_id);
+        }
+        for dt in c.down_tracks.values() {
+            if let Some(r) = self.receivers.get_mut(&dt.receiver) {
+                r.remove_subscriber(id, dt.id);
+            }
+        }
+        self.by_ufrag.remove(&c.ufrag);
+        for addr in &c.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        if let Err(e) = c.pc.close() {
+            tracing::trace!(conn = id.0, error = %e, "close");
+        }
+        // Let the goodbye (DTLS close_notify, SCTP abort) go out.
+        while let Some(out) = c.pc.poll_write() {
+            self.send_queue.push(out.transport.peer_addr, out.message);
+        }
+        self.stats.connections.store(self.conns.len(), Ordering::Relaxed);
+        tracing::debug!(worker = self.index, conn = id.0, "connection closed");
+    }
+}
