@@ -76,8 +76,6 @@ pub enum ConfigError {
          or PRISM_API_KEY and PRISM_API_SECRET), or bind a loopback address"
     )]
     DevKeysOnNetwork { bind: IpAddr },
-    #[error("rtc.udp_port must not be 0: the UDP media ports must be fixed and known")]
-    UdpPortZero,
     #[error(
         "rtc.udp_port {udp_port} with one port per worker ({workers} workers) goes beyond port 65535: lower rtc.udp_port or rtc.workers"
     )]
@@ -113,7 +111,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtcConfig {
-    /// First UDP media port; worker `i` listens on `udp_port + i`. Default 7882.
+    /// First UDP media port; worker `i` listens on `udp_port + i`. Default 7882. 0 lets the OS
+    /// pick a port per worker (tests, embedding); clients learn it from the candidates.
     pub udp_port: u16,
     /// Number of media workers; 0 = one per core. Default 0.
     pub workers: usize,
@@ -295,9 +294,6 @@ impl Config {
         }
         if self.uses_dev_keys() && !self.bind.is_loopback() {
             return Err(ConfigError::DevKeysOnNetwork { bind: self.bind });
-        }
-        if self.rtc.udp_port == 0 {
-            return Err(ConfigError::UdpPortZero);
         }
         let workers = self.worker_count();
         let last = (self.rtc.udp_port as usize).saturating_add(workers.saturating_sub(1));
@@ -796,9 +792,9 @@ mod tests {
     }
 
     #[test]
-    fn udp_port_zero_refused() {
-        let e = load(None, &[("PRISM_RTC__UDP_PORT", "0")]).unwrap_err();
-        assert!(matches!(e, ConfigError::UdpPortZero), "{e}");
+    fn udp_port_zero_is_allowed_for_ephemeral_ports() {
+        let c = load(None, &[("PRISM_RTC__UDP_PORT", "0")]).unwrap();
+        assert_eq!(c.rtc.udp_port, 0);
     }
 
     #[test]

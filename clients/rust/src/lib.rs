@@ -1,1 +1,80 @@
-//! Prism Rust SDK (under construction).
+//! Rust SDK for Prism: signaling over a WebSocket plus one WebRTC peer connection per
+//! participant, carrying everything it publishes and everything it subscribes to.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use prism_client::{Codec, ConnectOptions, Room, RoomEvent, TrackOptions};
+//! use prism_client::synthetic::{Vp8Config, Vp8Source};
+//!
+//! # async fn run() -> Result<(), prism_client::ClientError> {
+//! let (room, mut events) =
+//!     Room::connect("http://127.0.0.1:7880", "<jwt>", ConnectOptions::default()).await?;
+//! println!("joined as {}", room.local_participant().identity);
+//!
+//! // Publish synthetic VP8 and answer the server's keyframe requests.
+//! let video = room.publish_track(TrackOptions::video("cam", Codec::Vp8, 640, 360)).await?;
+//! let mut source = Vp8Source::new(Vp8Config::default());
+//! let mut keyframes = video.keyframe_requests();
+//! let publisher = tokio::spawn(async move {
+//!     let mut tick = tokio::time::interval(source.frame_interval());
+//!     loop {
+//!         tick.tick().await;
+//!         if keyframes.try_recv().is_some() {
+//!             source.request_keyframe();
+//!         }
+//!         for packet in source.next_frame() {
+//!             if video.write_rtp(&packet).await.is_err() {
+//!                 return;
+//!             }
+//!         }
+//!     }
+//! });
+//!
+//! // Read whatever we get subscribed to.
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         RoomEvent::TrackSubscribed { remote, .. } => {
+//!             tokio::spawn(async move {
+//!                 while let Ok(packet) = remote.read_rtp().await {
+//!                     let _ = packet.payload.len();
+//!                 }
+//!             });
+//!         }
+//!         RoomEvent::Disconnected { .. } => break,
+//!         _ => {}
+//!     }
+//! #   break;
+//! }
+//! room.leave().await?;
+//! publisher.abort();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Keyframe requests (RTCP PLI/FIR) the server sends toward a published track are surfaced by
+//! [`LocalTrack::keyframe_requests`]; see the `rtcp` module notes in the source for how they
+//! get past webrtc-rs' interceptor chain.
+
+#![warn(missing_docs)]
+
+mod error;
+mod events;
+mod negotiation;
+mod room;
+mod rtcp;
+mod signaling;
+mod state;
+pub mod synthetic;
+mod track;
+
+pub use error::{ClientError, Result};
+pub use events::{ConnectionState, RoomEvent, RoomEvents};
+pub use room::{ConnectOptions, Room};
+pub use track::{
+    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, TrackKind, TrackOptions,
+};
+
+/// The signaling message types the SDK speaks (re-exported from `prism-proto`).
+pub use prism_proto::signal as proto;
+/// RTP packet types (re-exported from `rtc`, which `webrtc` does not re-export).
+pub use rtc::rtp;

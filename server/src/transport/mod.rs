@@ -278,14 +278,17 @@ impl Transport {
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for index in 0..config.worker_count() {
-            let port = config.rtc.udp_port + index as u16;
+            let port = match config.rtc.udp_port {
+                0 => 0,
+                base => base + index as u16,
+            };
             let bind = SocketAddr::new(config.bind, port);
-            let advertised: Vec<SocketAddr> = advertised_ips
-                .iter()
-                .map(|ip: &IpAddr| SocketAddr::new(*ip, port))
-                .collect();
             let settings = peer::PeerSettings {
-                advertised,
+                // Ports are filled in once the socket is bound.
+                advertised: advertised_ips
+                    .iter()
+                    .map(|ip: &IpAddr| SocketAddr::new(*ip, port))
+                    .collect(),
                 ice_disconnected_timeout: Duration::from_millis(
                     config.rtc.ice_disconnected_timeout_ms,
                 ),

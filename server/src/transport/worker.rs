@@ -79,7 +79,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 pub(super) fn spawn(
     index: usize,
     bind: SocketAddr,
-    settings: PeerSettings,
+    mut settings: PeerSettings,
     recv_buffer: usize,
     send_buffer: usize,
     keyframe_interval: Duration,
@@ -87,6 +87,9 @@ pub(super) fn spawn(
     let socket = udp::bind(bind, recv_buffer, send_buffer)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
     let bound = socket.local_addr().map_err(|source| TransportError::Bind { addr: bind, source })?;
+    for a in &mut settings.advertised {
+        a.set_port(bound.port());
+    }
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let stats = Arc::new(WorkerStats::default());
     let handle = WorkerHandle {

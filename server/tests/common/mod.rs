@@ -1,0 +1,121 @@
+//! Shared by the integration tests: a server on loopback with ephemeral ports, tokens, and a
+//! raw signaling client for tests that speak the protocol by hand.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use prism_proto::signal::{SignalRequest, SignalResponse, signal_response::Message as Resp};
+use prism_server::Server;
+use prism_server::auth::{AccessToken, Grants};
+use prism_server::config::{Config, DEV_API_KEY, DEV_API_SECRET};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.port = 0;
+    config.rtc.udp_port = 0;
+    config.rtc.workers = 2;
+    config.room.empty_timeout_secs = 0;
+    config
+}
+
+pub async fn start() -> Server {
+    start_with(test_config()).await
+}
+
+pub async fn start_with(config: Config) -> Server {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PRISM_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    Server::start(config).await.expect("server starts")
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    token_with(room, identity, Grants::default(), Duration::from_secs(600))
+}
+
+pub fn token_with(room: &str, identity: &str, grants: Grants, ttl: Duration) -> String {
+    AccessToken::new(DEV_API_KEY, DEV_API_SECRET)
+        .identity(identity)
+        .room(room)
+        .grants(grants)
+        .ttl(ttl)
+        .to_jwt()
+        .expect("token")
+}
+
+pub fn http_url(server: &Server) -> String {
+    format!("http://{}", server.http_addr())
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A signaling connection spoken by hand (no peer connection).
+pub struct RawClient {
+    pub ws: Ws,
+}
+
+impl RawClient {
+    pub async fn connect(server: &Server, token: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://{}/rtc?access_token={token}", server.http_addr());
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    pub async fn send(&mut self, request: &SignalRequest) {
+        self.send_text(&prism_proto::to_json(request)).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// The next signaling message, skipping WebSocket control frames.
+    pub async fn recv(&mut self) -> Option<SignalResponse> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a message within 10 s")?;
+            match frame.ok()? {
+                Message::Text(t) => return Some(prism_proto::from_json(&t).expect("valid JSON")),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for a message matching `pick`, skipping others.
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(Resp) -> Option<T>) -> T {
+        loop {
+            let message = self.recv().await.expect("connection open").message.expect("message set");
+            if let Some(t) = pick(message) {
+                return t;
+            }
+        }
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
