@@ -82,6 +82,7 @@ impl Negotiator {
     }
 
     /// Whether one of our offers is unanswered.
+    #[cfg(test)]
     pub(crate) fn has_outstanding(&self) -> bool {
         self.outstanding.is_some()
     }

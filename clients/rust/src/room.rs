@@ -21,7 +21,6 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use webrtc::data_channel::DataChannel;
-use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -780,10 +779,9 @@ impl Engine {
         };
         if let Err(e) = applied {
             // Leave the failed offer behind: back to stable, and try again.
-            let _ = self
-                .pc
-                .set_local_description(RTCSessionDescription::rollback(None).unwrap_or_default())
-                .await;
+            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                let _ = self.pc.set_local_description(rollback).await;
+            }
             self.emit(RoomEvent::Error(e.into()));
         }
         self.negotiation_done();
@@ -845,7 +843,7 @@ impl Engine {
                         candidate: candidate.candidate,
                         sdp_mid: Some(candidate.sdp_mid),
                         sdp_mline_index: u16::try_from(candidate.sdp_mline_index).ok(),
-                        username_fragment: None,
+                        ..Default::default()
                     };
                     if let Err(e) = self.pc.add_ice_candidate(init).await {
                         self.emit(RoomEvent::Error(e.into()));

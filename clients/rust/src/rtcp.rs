@@ -17,7 +17,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 /// Where the interceptor sits: after every built-in one.
-pub(crate) const SLOT: u16 = 14_000;
+pub(crate) const SLOT: usize = 14_000;
 
 pub(crate) fn slot() -> Slot {
     Slot::from(SLOT)

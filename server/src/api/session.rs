@@ -56,24 +56,40 @@ async fn send(ws: &mut WebSocket, message: &SignalResponse) -> bool {
         .is_ok()
 }
 
-pub async fn run(rooms: Arc<RoomManager>, room: Arc<Room>, spec: JoinSpec, mut ws: WebSocket) {
-    let conn = ConnId::next();
-    let (events_tx, mut events) = mpsc::channel(CONN_EVENTS);
-    if let Err(e) = room.worker.open(conn, events_tx).await {
-        let _ = send(&mut ws, &transport_error("join", e)).await;
-        return;
-    }
+/// Joins the room (creating it if allowed) and serves the participant until it leaves.
+pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut ws: WebSocket) {
     let (outbox_tx, mut outbox) = mpsc::channel(OUTBOX);
-    let joined = match room.join(spec.clone(), conn, outbox_tx) {
-        Ok(j) => j,
-        Err(e) => {
-            room.worker.close(conn);
-            let _ = send(&mut ws, &room_error("join", e)).await;
-            let _ = ws.send(WsMessage::Close(None)).await;
-            rooms.release(&room);
+    let (events_tx, mut events) = mpsc::channel(CONN_EVENTS);
+    let conn = ConnId::next();
+    // A room can close between lookup and join when its last participant just left; the
+    // next lookup then creates a fresh one.
+    let mut attempt = 0;
+    let (room, joined) = loop {
+        attempt += 1;
+        let room = match rooms.get_or_create(&room_name) {
+            Ok(room) => room,
+            Err(e) => {
+                let _ = send(&mut ws, &room_error("join", e)).await;
+                return;
+            }
+        };
+        if let Err(e) = room.worker.open(conn, events_tx.clone()).await {
+            let _ = send(&mut ws, &transport_error("join", e)).await;
             return;
         }
+        match room.join(spec.clone(), conn, outbox_tx.clone()) {
+            Ok(joined) => break (room, joined),
+            Err(RoomError::RoomClosed(_)) if attempt < 3 => room.worker.close(conn),
+            Err(e) => {
+                room.worker.close(conn);
+                let _ = send(&mut ws, &room_error("join", e)).await;
+                let _ = ws.send(WsMessage::Close(None)).await;
+                rooms.release(&room);
+                return;
+            }
+        }
     };
+    drop((outbox_tx, events_tx));
     let mut session = Session {
         room: room.clone(),
         sid: joined.participant_sid,

@@ -53,7 +53,8 @@ pub async fn rtc(
             ));
         }
     };
-    let room = app.rooms.get_or_create(&claims.room).map_err(|e| match e {
+    // Checked before the upgrade so a refused join is a plain HTTP error.
+    app.rooms.get_or_create(&claims.room).map_err(|e| match e {
         RoomError::RoomNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string()),
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string()),
     })?;
@@ -74,7 +75,7 @@ pub async fn rtc(
     let rooms = app.rooms.clone();
     Ok(upgrade
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| session::run(rooms, room, spec, socket)))
+        .on_upgrade(move |socket| session::run(rooms, claims.room, spec, socket)))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -38,7 +38,10 @@ pub struct IncomingPacket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MungeOutcome {
     /// Send the packet with these header values.
-    Forward { seq: u16, timestamp: u32 },
+    Forward {
+        seq: u16,
+        timestamp: u32,
+    },
     Drop(DropReason),
 }
 
@@ -428,7 +431,10 @@ impl RtpMunger {
             self.last = Some((out, timestamp));
         }
         if self.newest_ts.is_none_or(|n| ts_newer(timestamp, n.ts)) {
-            self.newest_ts = Some(TsMark { ts: timestamp, arrival });
+            self.newest_ts = Some(TsMark {
+                ts: timestamp,
+                arrival,
+            });
         }
         MungeOutcome::Forward {
             seq: out as u16,

@@ -38,7 +38,15 @@ impl H {
         }
     }
 
-    fn send(&mut self, source: u32, seq: u16, ts: u32, len: usize, key: bool, ms: u64) -> MungeOutcome {
+    fn send(
+        &mut self,
+        source: u32,
+        seq: u16,
+        ts: u32,
+        len: usize,
+        key: bool,
+        ms: u64,
+    ) -> MungeOutcome {
         self.m.process(&IncomingPacket {
             source,
             seq,
@@ -99,7 +107,10 @@ fn nothing_is_forwarded_without_a_target() {
 fn video_starts_at_a_keyframe_start() {
     let mut h = H::video(1000);
     assert!(h.m.waiting_for_keyframe());
-    assert_eq!(dropped(h.data(A, 10, 3000, 0)), DropReason::WaitingForKeyframe);
+    assert_eq!(
+        dropped(h.data(A, 10, 3000, 0)),
+        DropReason::WaitingForKeyframe
+    );
     assert_eq!(dropped(h.data(B, 10, 3000, 0)), DropReason::NotSelected);
     // The first forwarded packet keeps its timestamp and gets the initial sequence number.
     assert_eq!(fwd(h.key(A, 11, 6000, 5)), (1000, 6000));
@@ -144,12 +155,20 @@ fn upstream_loss_passes_through_and_late_packets_fill_it() {
     let mut h = H::video(0);
     assert_eq!(fwd(h.key(A, 10, 0, 0)).0, 0);
     assert_eq!(fwd(h.data(A, 11, 0, 1)).0, 1);
-    assert_eq!(fwd(h.data(A, 14, 0, 2)).0, 4, "12 and 13 lost: a gap to NACK");
+    assert_eq!(
+        fwd(h.data(A, 14, 0, 2)).0,
+        4,
+        "12 and 13 lost: a gap to NACK"
+    );
     assert_eq!(h.m.translate_outgoing_seq(2), Some((A, 12)));
     assert_eq!(h.m.translate_outgoing_seq(3), Some((A, 13)));
     assert_eq!(fwd(h.data(A, 13, 0, 3)).0, 3);
     assert_eq!(fwd(h.data(A, 12, 0, 4)).0, 2);
-    assert_eq!(h.m.last_output(), Some((4, 0)), "late packets do not move last_output");
+    assert_eq!(
+        h.m.last_output(),
+        Some((4, 0)),
+        "late packets do not move last_output"
+    );
 }
 
 #[test]
@@ -160,7 +179,11 @@ fn late_packets_from_before_a_cut_keep_their_numbers() {
     assert_eq!(fwd(h.data(A, 13, 0, 2)).0, 3); // 12 missing
     assert_eq!(dropped(h.pad(A, 14, 0, 3)), DropReason::PaddingOnly);
     assert_eq!(fwd(h.data(A, 15, 0, 4)).0, 4);
-    assert_eq!(fwd(h.data(A, 12, 0, 5)).0, 2, "translated through the older range");
+    assert_eq!(
+        fwd(h.data(A, 12, 0, 5)).0,
+        2,
+        "translated through the older range"
+    );
     // Padding after a loss: the lost numbers stay, the padding goes.
     assert_eq!(dropped(h.pad(A, 18, 0, 6)), DropReason::PaddingOnly); // 16, 17 lost
     assert_eq!(fwd(h.data(A, 19, 0, 7)).0, 7);
@@ -245,8 +268,14 @@ fn switch_continues_old_source_until_the_keyframe_then_stays_continuous() {
     assert_eq!(fwd(h.data(A, 101, 4000, 33)), (41, 4000));
     h.m.switch_to(B);
     assert!(h.m.waiting_for_keyframe());
-    assert_eq!((h.m.current_source(), h.m.target_source()), (Some(A), Some(B)));
-    assert_eq!(dropped(h.data(B, 500, 900_000, 50)), DropReason::WaitingForKeyframe);
+    assert_eq!(
+        (h.m.current_source(), h.m.target_source()),
+        (Some(A), Some(B))
+    );
+    assert_eq!(
+        dropped(h.data(B, 500, 900_000, 50)),
+        DropReason::WaitingForKeyframe
+    );
     assert_eq!(dropped(h.pad(B, 501, 900_000, 55)), DropReason::PaddingOnly);
     // The old layer keeps flowing meanwhile: no freeze during the switch.
     assert_eq!(fwd(h.data(A, 102, 7000, 66)), (42, 7000));
@@ -254,7 +283,10 @@ fn switch_continues_old_source_until_the_keyframe_then_stays_continuous() {
     assert_eq!(fwd(h.key(B, 502, 900_000, 100)), (43, 7000 + 3060));
     assert!(!h.m.waiting_for_keyframe());
     assert_eq!(h.m.current_source(), Some(B));
-    assert_eq!(dropped(h.data(A, 103, 10_000, 101)), DropReason::NotSelected);
+    assert_eq!(
+        dropped(h.data(A, 103, 10_000, 101)),
+        DropReason::NotSelected
+    );
     assert_eq!(fwd(h.data(B, 503, 900_000, 102)), (44, 10_060));
     assert_eq!(fwd(h.data(B, 504, 903_000, 133)), (45, 13_060));
     // NACKs for numbers sent before the switch still find the old layer's packets.
@@ -280,7 +312,11 @@ fn switch_uses_the_newest_timestamp_not_the_last_packet() {
     let mut h = H::video(0);
     fwd(h.key(A, 1, 9000, 0));
     fwd(h.data(A, 3, 12_000, 10));
-    assert_eq!(fwd(h.data(A, 2, 9000, 20)), (1, 9000), "late, older timestamp");
+    assert_eq!(
+        fwd(h.data(A, 2, 9000, 20)),
+        (1, 9000),
+        "late, older timestamp"
+    );
     h.m.switch_to(B);
     // 10 ms after the packet carrying the newest timestamp (12 000).
     assert_eq!(fwd(h.key(B, 50, 7, 20)), (3, 12_900));
@@ -328,7 +364,10 @@ fn pause_and_resume_keep_numbers_continuous() {
     assert_eq!(dropped(h.key(A, 4, 9000, 99)), DropReason::Paused);
     h.m.resume();
     assert!(h.m.waiting_for_keyframe());
-    assert_eq!(dropped(h.data(A, 5, 12_000, 133)), DropReason::WaitingForKeyframe);
+    assert_eq!(
+        dropped(h.data(A, 5, 12_000, 133)),
+        DropReason::WaitingForKeyframe
+    );
     // Same source, its own clock still plausible: its timestamps pass through unchanged.
     assert_eq!(fwd(h.key(A, 6, 15_000, 166)), (12, 15_000));
     assert_eq!(dropped(h.data(A, 2, 3000, 170)), DropReason::TooOld);
@@ -346,7 +385,10 @@ fn resume_with_a_reset_source_clock_uses_the_wall_clock() {
     h.m.pause();
     h.m.resume();
     // Or far ahead of the time that passed: no jump into the future either.
-    assert_eq!(fwd(h.key(A, 3, 2_000_000_000, 2000)), (2, 1_090_000 + 90_000));
+    assert_eq!(
+        fwd(h.key(A, 3, 2_000_000_000, 2000)),
+        (2, 1_090_000 + 90_000)
+    );
 }
 
 #[test]
@@ -391,7 +433,11 @@ fn the_range_ring_forgets_the_oldest_ranges() {
         assert_eq!(dropped(h.pad(A, 2 * i, 0, 1)), DropReason::PaddingOnly);
         assert_eq!(fwd(h.data(A, 2 * i + 1, 0, 1)).0, i + 1);
     }
-    assert_eq!(dropped(h.data(A, 1, 0, 2)), DropReason::TooOld, "its range was evicted");
+    assert_eq!(
+        dropped(h.data(A, 1, 0, 2)),
+        DropReason::TooOld,
+        "its range was evicted"
+    );
     assert_eq!(h.m.translate_outgoing_seq(1), None);
     assert_eq!(h.m.translate_outgoing_seq(41), Some((A, 81)));
     assert_eq!(h.m.translate_outgoing_seq(20), Some((A, 39)));
@@ -492,25 +538,37 @@ fn run(m: &mut RtpMunger, seq_base: [u16; 2], ts_base: [u32; 2], events: &[Ev]) 
         lost_or_late: [HashSet::new(), HashSet::new()],
         seq_base,
     };
-    let mut deliver = |m: &mut RtpMunger, out: &mut Run, src: usize, idx: u64, pkt: IncomingPacket, now| {
-        let pkt = IncomingPacket { arrival: now, ..pkt };
-        if highest[src].is_some_and(|h| h >= idx) {
-            out.lost_or_late[src].insert(idx);
-        }
-        highest[src] = Some(highest[src].map_or(idx, |h| h.max(idx)));
-        out.deliveries.push(Delivery {
-            src,
-            idx,
-            key: pkt.keyframe_start,
-            padding: pkt.payload_len == 0,
-            outcome: m.process(&pkt),
-        });
-    };
+    let mut deliver =
+        |m: &mut RtpMunger, out: &mut Run, src: usize, idx: u64, pkt: IncomingPacket, now| {
+            let pkt = IncomingPacket {
+                arrival: now,
+                ..pkt
+            };
+            if highest[src].is_some_and(|h| h >= idx) {
+                out.lost_or_late[src].insert(idx);
+            }
+            highest[src] = Some(highest[src].map_or(idx, |h| h.max(idx)));
+            out.deliveries.push(Delivery {
+                src,
+                idx,
+                key: pkt.keyframe_start,
+                padding: pkt.payload_len == 0,
+                outcome: m.process(&pkt),
+            });
+        };
     m.switch_to(A);
     for e in events {
         now += Duration::from_millis(5);
         match *e {
-            Ev::Pkt { src, lost, padding, key, new_frame, hold, dup } => {
+            Ev::Pkt {
+                src,
+                lost,
+                padding,
+                key,
+                new_frame,
+                hold,
+                dup,
+            } => {
                 let idx = count[src];
                 count[src] += 1;
                 if new_frame {

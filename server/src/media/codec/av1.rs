@@ -128,7 +128,10 @@ mod tests {
         let p = [0x08, 0x82, 0x01, OBU_SEQ_HDR, 0x00];
         assert_eq!(
             Av1AggregationHeader::parse(&p),
-            Err(ParseError::Truncated { needed: 133, len: 5 })
+            Err(ParseError::Truncated {
+                needed: 133,
+                len: 5
+            })
         );
         assert!(!is_keyframe_start(&p));
     }

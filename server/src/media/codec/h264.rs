@@ -103,7 +103,9 @@ mod tests {
         // Size overruns the packet.
         assert!(!is_keyframe_start(&[0x78, 0x00, 0x09, 0x67, 0x42]));
         // Zero-size unit.
-        assert!(!is_keyframe_start(&[0x78, 0x00, 0x00, 0x00, 0x02, 0x67, 0x42]));
+        assert!(!is_keyframe_start(&[
+            0x78, 0x00, 0x00, 0x00, 0x02, 0x67, 0x42
+        ]));
         // Dangling single length byte after a valid SPS.
         assert!(!is_keyframe_start(&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00]));
         // Header only.
@@ -137,6 +139,8 @@ mod tests {
         assert!(!is_keyframe_start(&[]));
         assert!(!is_keyframe_start(&[0x00, 0x65]));
         assert!(!is_keyframe_start(&[0x1e, 0x65]));
-        assert!(!is_keyframe_start(&[0x7a, 0x00, 0x00, 0x00, 0x02, 0x65, 0x88]));
+        assert!(!is_keyframe_start(&[
+            0x7a, 0x00, 0x00, 0x00, 0x02, 0x65, 0x88
+        ]));
     }
 }

@@ -30,7 +30,11 @@ impl Codec {
         };
         let is = |s: &str| name.eq_ignore_ascii_case(s);
         if kind.eq_ignore_ascii_case("audio") {
-            if is("opus") { Codec::Opus } else { Codec::Other }
+            if is("opus") {
+                Codec::Opus
+            } else {
+                Codec::Other
+            }
         } else if kind.eq_ignore_ascii_case("video") {
             if is("vp8") {
                 Codec::Vp8

@@ -258,7 +258,9 @@ mod tests {
 
     #[test]
     fn delta_frame_is_not_a_keyframe() {
-        assert!(!is_keyframe_start(&[0x90, 0x80, 0x80, 0x02, 0x11, 0x02, 0x00]));
+        assert!(!is_keyframe_start(&[
+            0x90, 0x80, 0x80, 0x02, 0x11, 0x02, 0x00
+        ]));
     }
 
     #[test]

@@ -228,7 +228,10 @@ mod tests {
         let p = [0xb8, 0x05, 0x40, 0xaa];
         let d = Vp9Descriptor::parse(&p).unwrap();
         assert!(d.flexible);
-        assert_eq!((d.picture_id, d.tid, d.sid, d.tl0picidx), (Some(5), Some(2), Some(0), None));
+        assert_eq!(
+            (d.picture_id, d.tid, d.sid, d.tl0picidx),
+            (Some(5), Some(2), Some(0), None)
+        );
         assert_eq!(d.header_len, 3);
         assert!(d.is_keyframe_start());
     }

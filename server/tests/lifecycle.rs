@@ -1,0 +1,157 @@
+//! Joins and leaves clean up after themselves: 1,000 join/offer/leave cycles leave no room,
+//! participant, connection, route or task behind; a participant that vanishes without a leave
+//! is removed and the others are told.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use prism_proto::signal::{
+    DisconnectReason, LeaveRequest, SessionDescription, SignalRequest,
+    signal_request::Message as Req, signal_response::Message as Resp,
+};
+use prism_server::transport::WorkerSnapshot;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+
+/// A real client offer (a data channel, as every Prism client sends first).
+fn client_offer() -> String {
+    let now = Instant::now();
+    let mut pc = RTCPeerConnectionBuilder::new().build(now).expect("pc");
+    pc.create_data_channel("_reliable", None).expect("data channel");
+    let offer = pc.create_offer(None).expect("offer");
+    pc.set_local_description(now, offer.clone()).expect("local");
+    offer.sdp
+}
+
+async fn join_offer_leave(server: &prism_server::Server, room: &str, identity: &str, sdp: &str) {
+    let mut c = RawClient::connect(server, &token(room, identity)).await.expect("connect");
+    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    c.send(&SignalRequest {
+        message: Some(Req::Offer(SessionDescription {
+            r#type: "offer".into(),
+            sdp: sdp.to_owned(),
+            id: 1,
+        })),
+    })
+    .await;
+    let answer = c
+        .wait_for(|m| match m {
+            Resp::Answer(a) => Some(a),
+            Resp::Error(e) => panic!("offer refused: {e:?}"),
+            _ => None,
+        })
+        .await;
+    assert!(answer.sdp.contains("a=ice-lite"), "the server is ICE-lite");
+    c.send(&SignalRequest {
+        message: Some(Req::Leave(LeaveRequest {})),
+    })
+    .await;
+    // The server closes the socket once it has cleaned up.
+    while c.recv().await.is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_join_leave_cycles_leave_nothing_behind() {
+    let server = start().await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let sdp = client_offer();
+    // One warm-up cycle first: tasks started once per process are not per-join leaks.
+    join_offer_leave(&server, "warm-up", "warm-up", &sdp).await;
+    eventually(Duration::from_secs(5), || async { server.rooms().room_count() == 0 }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tasks_before = metrics.num_alive_tasks();
+    const CYCLES: usize = 1000;
+    const PARALLEL: usize = 8;
+    let server = std::sync::Arc::new(server);
+    let mut lanes = Vec::new();
+    for lane in 0..PARALLEL {
+        let server = server.clone();
+        let sdp = sdp.clone();
+        lanes.push(tokio::spawn(async move {
+            for i in (lane..CYCLES).step_by(PARALLEL) {
+                // A few rooms, so rooms are created and closed over and over too.
+                join_offer_leave(&server, &format!("room-{}", i % 5), &format!("user-{i}"), &sdp)
+                    .await;
+            }
+        }));
+    }
+    for lane in lanes {
+        lane.await.expect("lane");
+    }
+    let clean = eventually(Duration::from_secs(10), || {
+        let server = server.clone();
+        async move {
+            let snapshots = server.worker_snapshots().await;
+            server.rooms().room_count() == 0
+                && server.rooms().participant_count() == 0
+                && snapshots.iter().all(|s| *s == WorkerSnapshot::default())
+        }
+    })
+    .await;
+    assert!(
+        clean,
+        "left behind: {} rooms, {} participants, workers {:?}",
+        server.rooms().room_count(),
+        server.rooms().participant_count(),
+        server.worker_snapshots().await
+    );
+    let tasks_settled = eventually(Duration::from_secs(10), || async {
+        metrics.num_alive_tasks() <= tasks_before
+    })
+    .await;
+    assert!(
+        tasks_settled,
+        "tasks: {} before, {} after",
+        tasks_before,
+        metrics.num_alive_tasks()
+    );
+    if let Ok(server) = std::sync::Arc::try_unwrap(server) {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn vanished_participant_is_removed_and_others_are_told() {
+    let server = start().await;
+    let mut alice = RawClient::connect(&server, &token("r", "alice")).await.unwrap();
+    alice.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let bob = RawClient::connect(&server, &token("r", "bob")).await.unwrap();
+    alice
+        .wait_for(|m| matches!(m, Resp::ParticipantJoined(_)).then_some(()))
+        .await;
+    // Bob's process dies: the socket closes with no leave message.
+    drop(bob);
+    let left = alice
+        .wait_for(|m| match m {
+            Resp::ParticipantLeft(l) => Some(l),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left.identity, "bob");
+    assert_eq!(left.reason, DisconnectReason::SignalingClosed as i32);
+    assert_eq!(server.rooms().participant_count(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_comes_up_is_removed_after_the_join_timeout() {
+    let mut config = test_config();
+    config.room.join_timeout_secs = 1;
+    let server = start_with(config).await;
+    let mut alice = RawClient::connect(&server, &token("r", "alice")).await.unwrap();
+    alice.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let mut bob = RawClient::connect(&server, &token("r", "bob")).await.unwrap();
+    bob.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    // Alice never sets up media; Bob keeps pinging but also never connects. Both time out;
+    // whoever goes second is told about the first.
+    let left = bob
+        .wait_for(|m| match m {
+            Resp::ParticipantLeft(l) => Some(l),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left.identity, "alice");
+    assert_eq!(left.reason, DisconnectReason::ConnectionTimeout as i32);
+    server.shutdown().await;
+}
