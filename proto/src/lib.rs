@@ -25,13 +25,18 @@ mod tests {
     #[test]
     fn request_round_trips_as_proto3_json() {
         let req = SignalRequest {
-            message: Some(signal_request::Message::Subscription(UpdateSubscriptionRequest {
-                track_sids: vec!["TR_a".into()],
-                subscribe: true,
-            })),
+            message: Some(signal_request::Message::Subscription(
+                UpdateSubscriptionRequest {
+                    track_sids: vec!["TR_a".into()],
+                    subscribe: true,
+                },
+            )),
         };
         let text = super::to_json(&req);
-        assert_eq!(text, r#"{"subscription":{"trackSids":["TR_a"],"subscribe":true}}"#);
+        assert_eq!(
+            text,
+            r#"{"subscription":{"trackSids":["TR_a"],"subscribe":true}}"#
+        );
         let back: SignalRequest = super::from_json(&text).unwrap();
         assert_eq!(back, req);
     }

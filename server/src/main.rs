@@ -58,8 +58,13 @@ struct TokenArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -119,7 +124,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             println!("Development API key:    {}", DEV_API_KEY);
             println!(
                 "Development API secret: {}",
-                config.keys.get(DEV_API_KEY).map(String::as_str).unwrap_or("")
+                config
+                    .keys
+                    .get(DEV_API_KEY)
+                    .map(String::as_str)
+                    .unwrap_or("")
             );
             println!("Mint a token: prism token create --room my-room --identity alice");
         }

@@ -55,7 +55,12 @@ async fn missing_forged_and_expired_tokens_get_401() {
     for t in [claims_exp_in_past, "not-a-jwt".to_owned()] {
         let (status, body) = refused_status(&server, &format!("?access_token={t}")).await;
         assert_eq!(status, 401, "{body}");
-        assert!(body["message"].as_str().unwrap().contains("invalid access token"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid access token")
+        );
     }
 
     let no_join = token_with(
@@ -69,17 +74,27 @@ async fn missing_forged_and_expired_tokens_get_401() {
     );
     let (status, _) = refused_status(&server, &format!("?access_token={no_join}")).await;
     assert_eq!(status, 403);
-    assert_eq!(server.rooms().room_count(), 0, "refused joins leave no room behind");
+    assert_eq!(
+        server.rooms().room_count(),
+        0,
+        "refused joins leave no room behind"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn malformed_messages_get_errors_and_the_session_goes_on() {
     let server = start().await;
-    let mut a = RawClient::connect(&server, &token("room-a", "alice")).await.unwrap();
-    a.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
-    let mut b = RawClient::connect(&server, &token("room-b", "bob")).await.unwrap();
-    b.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let mut a = RawClient::connect(&server, &token("room-a", "alice"))
+        .await
+        .unwrap();
+    a.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
+    let mut b = RawClient::connect(&server, &token("room-b", "bob"))
+        .await
+        .unwrap();
+    b.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
 
     let expect_error = |code: ErrorCode| {
         move |m: Resp| match m {
@@ -165,7 +180,8 @@ async fn a_subscribe_only_token_cannot_publish() {
         Duration::from_secs(60),
     );
     let mut c = RawClient::connect(&server, &viewer).await.unwrap();
-    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
     c.send(&SignalRequest {
         message: Some(Req::Offer(SessionDescription {
             r#type: "offer".into(),
@@ -187,8 +203,11 @@ async fn a_subscribe_only_token_cannot_publish() {
 #[tokio::test]
 async fn garbage_datagrams_are_dropped_and_counted() {
     let server = start().await;
-    let mut c = RawClient::connect(&server, &token("room", "alice")).await.unwrap();
-    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let mut c = RawClient::connect(&server, &token("room", "alice"))
+        .await
+        .unwrap();
+    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut sent = 0u64;
@@ -227,6 +246,7 @@ async fn garbage_datagrams_are_dropped_and_counted() {
         message: Some(Req::Ping(Ping { timestamp: 1 })),
     })
     .await;
-    c.wait_for(|m| matches!(m, Resp::Pong(_)).then_some(())).await;
+    c.wait_for(|m| matches!(m, Resp::Pong(_)).then_some(()))
+        .await;
     server.shutdown().await;
 }

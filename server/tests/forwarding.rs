@@ -94,7 +94,12 @@ async fn subscriber(server: &prism_server::Server, identity: &str) -> (Room, Log
 }
 
 /// Publishes synthetic media until `stop` turns true; answers keyframe requests.
-fn spawn_video(track: LocalTrack, sent: Sent, stop: watch::Receiver<bool>, requests: Arc<Mutex<u32>>) {
+fn spawn_video(
+    track: LocalTrack,
+    sent: Sent,
+    stop: watch::Receiver<bool>,
+    requests: Arc<Mutex<u32>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut source = Vp8Source::new(Vp8Config {
             bitrate_bps: 1_000_000,
@@ -118,10 +123,14 @@ fn spawn_video(track: LocalTrack, sent: Sent, stop: watch::Receiver<bool>, reque
                 let _ = track.write_rtp(&packet).await;
             }
         }
-    });
+    })
 }
 
-fn spawn_audio(track: LocalTrack, sent: Sent, stop: watch::Receiver<bool>) {
+fn spawn_audio(
+    track: LocalTrack,
+    sent: Sent,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut source = OpusSource::new(OpusConfig::default());
         let mut tick = tokio::time::interval(source.packet_interval());
@@ -134,11 +143,17 @@ fn spawn_audio(track: LocalTrack, sent: Sent, stop: watch::Receiver<bool>) {
                 .insert(("audio/opus".into(), stamp.counter), packet.payload.clone());
             let _ = track.write_rtp(&packet).await;
         }
-    });
+    })
 }
 
 /// Checks one subscriber's copy of one track against what was sent.
-fn check_track(who: &str, mime: &str, packets: &[Received], sent: &HashMap<(String, u64), Bytes>, last_sent: u64) {
+fn check_track(
+    who: &str,
+    mime: &str,
+    packets: &[Received],
+    sent: &HashMap<(String, u64), Bytes>,
+    last_sent: u64,
+) {
     assert!(!packets.is_empty(), "{who} received no {mime}");
     if mime.eq_ignore_ascii_case("video/VP8") {
         let first = parse_vp8_descriptor(&packets[0].payload).expect("vp8 descriptor");
@@ -163,7 +178,11 @@ fn check_track(who: &str, mime: &str, packets: &[Received], sent: &HashMap<(Stri
         let original = sent
             .get(&(mime.to_owned(), p.counter))
             .unwrap_or_else(|| panic!("{who}: packet {} was never sent", p.counter));
-        assert_eq!(&p.payload, original, "{who} {mime}: payload {} differs", p.counter);
+        assert_eq!(
+            &p.payload, original,
+            "{who} {mime}: payload {} differs",
+            p.counter
+        );
     }
     for pair in by_counter.windows(2) {
         let seq_step = pair[1].seq.wrapping_sub(pair[0].seq) as u64;
@@ -201,8 +220,13 @@ async fn publisher_to_three_subscribers_late_joiner_unpublish_and_leave() {
     let sent: Sent = Arc::default();
     let keyframe_requests = Arc::new(Mutex::new(0u32));
     let (stop_tx, stop) = watch::channel(false);
-    spawn_video(video.clone(), sent.clone(), stop.clone(), keyframe_requests.clone());
-    spawn_audio(audio.clone(), sent.clone(), stop.clone());
+    let video_task = spawn_video(
+        video.clone(),
+        sent.clone(),
+        stop.clone(),
+        keyframe_requests.clone(),
+    );
+    let audio_task = spawn_audio(audio.clone(), sent.clone(), stop.clone());
 
     // Everyone receives both tracks.
     let all_flowing = eventually(Duration::from_secs(15), || async {
@@ -240,10 +264,15 @@ async fn publisher_to_three_subscribers_late_joiner_unpublish_and_leave() {
         .find(|(m, _)| m.eq_ignore_ascii_case("video/VP8"))
         .map(|(_, p)| p[0].at)
         .unwrap();
-    eprintln!("late subscriber: first video {:?} after joining", first_video_at - joined_at);
+    eprintln!(
+        "late subscriber: first video {:?} after joining",
+        first_video_at - joined_at
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await; // let media run with four subscribers
     stop_tx.send(true).unwrap();
+    video_task.await.unwrap();
+    audio_task.await.unwrap();
     let last_sent: HashMap<String, u64> = {
         let sent = sent.lock().unwrap();
         let mut last = HashMap::new();
@@ -257,7 +286,8 @@ async fn publisher_to_three_subscribers_late_joiner_unpublish_and_leave() {
     eventually(Duration::from_secs(3), || async {
         subscribers.iter().all(|(_, log)| {
             log.lock().unwrap().tracks.values().all(|(mime, p)| {
-                p.iter().any(|r| Some(&r.counter) == last_sent.get(mime.as_str()))
+                p.iter()
+                    .any(|r| Some(&r.counter) == last_sent.get(mime.as_str()))
             })
         })
     })
@@ -268,8 +298,18 @@ async fn publisher_to_three_subscribers_late_joiner_unpublish_and_leave() {
         let log = log.lock().unwrap();
         assert_eq!(log.tracks.len(), 2, "subscriber {i} has both tracks");
         for (mime, packets) in log.tracks.values() {
-            let mime_key = if mime.eq_ignore_ascii_case("video/VP8") { "video/VP8" } else { "audio/opus" };
-            check_track(&format!("subscriber {i}"), mime_key, packets, &sent, last_sent[mime_key]);
+            let mime_key = if mime.eq_ignore_ascii_case("video/VP8") {
+                "video/VP8"
+            } else {
+                "audio/opus"
+            };
+            check_track(
+                &format!("subscriber {i}"),
+                mime_key,
+                packets,
+                &sent,
+                last_sent[mime_key],
+            );
         }
     }
 
@@ -281,7 +321,10 @@ async fn publisher_to_three_subscribers_late_joiner_unpublish_and_leave() {
             .all(|(_, log)| log.lock().unwrap().unpublished.contains(&video_sid))
     })
     .await;
-    assert!(unpublished, "every subscriber is told the video was unpublished");
+    assert!(
+        unpublished,
+        "every subscriber is told the video was unpublished"
+    );
 
     // Leave reaches everyone.
     publisher.leave().await.expect("leave");

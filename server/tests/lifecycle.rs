@@ -18,15 +18,19 @@ use rtc::peer_connection::RTCPeerConnectionBuilder;
 fn client_offer() -> String {
     let now = Instant::now();
     let mut pc = RTCPeerConnectionBuilder::new().build(now).expect("pc");
-    pc.create_data_channel("_reliable", None).expect("data channel");
+    pc.create_data_channel("_reliable", None)
+        .expect("data channel");
     let offer = pc.create_offer(None).expect("offer");
     pc.set_local_description(now, offer.clone()).expect("local");
     offer.sdp
 }
 
 async fn join_offer_leave(server: &prism_server::Server, room: &str, identity: &str, sdp: &str) {
-    let mut c = RawClient::connect(server, &token(room, identity)).await.expect("connect");
-    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let mut c = RawClient::connect(server, &token(room, identity))
+        .await
+        .expect("connect");
+    c.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
     c.send(&SignalRequest {
         message: Some(Req::Offer(SessionDescription {
             r#type: "offer".into(),
@@ -58,7 +62,10 @@ async fn a_thousand_join_leave_cycles_leave_nothing_behind() {
     let sdp = client_offer();
     // One warm-up cycle first: tasks started once per process are not per-join leaks.
     join_offer_leave(&server, "warm-up", "warm-up", &sdp).await;
-    eventually(Duration::from_secs(5), || async { server.rooms().room_count() == 0 }).await;
+    eventually(Duration::from_secs(5), || async {
+        server.rooms().room_count() == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let tasks_before = metrics.num_alive_tasks();
     const CYCLES: usize = 1000;
@@ -71,8 +78,13 @@ async fn a_thousand_join_leave_cycles_leave_nothing_behind() {
         lanes.push(tokio::spawn(async move {
             for i in (lane..CYCLES).step_by(PARALLEL) {
                 // A few rooms, so rooms are created and closed over and over too.
-                join_offer_leave(&server, &format!("room-{}", i % 5), &format!("user-{i}"), &sdp)
-                    .await;
+                join_offer_leave(
+                    &server,
+                    &format!("room-{}", i % 5),
+                    &format!("user-{i}"),
+                    &sdp,
+                )
+                .await;
             }
         }));
     }
@@ -114,9 +126,15 @@ async fn a_thousand_join_leave_cycles_leave_nothing_behind() {
 #[tokio::test]
 async fn vanished_participant_is_removed_and_others_are_told() {
     let server = start().await;
-    let mut alice = RawClient::connect(&server, &token("r", "alice")).await.unwrap();
-    alice.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
-    let bob = RawClient::connect(&server, &token("r", "bob")).await.unwrap();
+    let mut alice = RawClient::connect(&server, &token("r", "alice"))
+        .await
+        .unwrap();
+    alice
+        .wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
+    let bob = RawClient::connect(&server, &token("r", "bob"))
+        .await
+        .unwrap();
     alice
         .wait_for(|m| matches!(m, Resp::ParticipantJoined(_)).then_some(()))
         .await;
@@ -139,10 +157,17 @@ async fn a_connection_that_never_comes_up_is_removed_after_the_join_timeout() {
     let mut config = test_config();
     config.room.join_timeout_secs = 1;
     let server = start_with(config).await;
-    let mut alice = RawClient::connect(&server, &token("r", "alice")).await.unwrap();
-    alice.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
-    let mut bob = RawClient::connect(&server, &token("r", "bob")).await.unwrap();
-    bob.wait_for(|m| matches!(m, Resp::Join(_)).then_some(())).await;
+    let mut alice = RawClient::connect(&server, &token("r", "alice"))
+        .await
+        .unwrap();
+    alice
+        .wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
+    let mut bob = RawClient::connect(&server, &token("r", "bob"))
+        .await
+        .unwrap();
+    bob.wait_for(|m| matches!(m, Resp::Join(_)).then_some(()))
+        .await;
     // Alice never sets up media; Bob keeps pinging but also never connects. Both time out;
     // whoever goes second is told about the first.
     let left = bob

@@ -49,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let (subscriber, mut sub_events) =
         Room::connect(&url, &sub_token, ConnectOptions::default()).await?;
-    println!("subscriber joined as {}", subscriber.local_participant().sid);
+    println!(
+        "subscriber joined as {}",
+        subscriber.local_participant().sid
+    );
 
     let video = publisher
         .publish_track(TrackOptions::video("synthetic-vp8", Codec::Vp8, 640, 360))
@@ -139,7 +142,9 @@ async fn main() -> anyhow::Result<()> {
     let audio_sent = audio_task.await?;
     pub_log.await?;
 
-    println!("sent {frames} video frames ({keyframe_requests} keyframe requests), {audio_sent} audio packets");
+    println!(
+        "sent {frames} video frames ({keyframe_requests} keyframe requests), {audio_sent} audio packets"
+    );
     for (sid, s) in &all {
         let expected = s.max_counter.map_or(0, |m| m + 1);
         let mean = if s.stamped > 0 {

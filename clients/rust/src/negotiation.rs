@@ -51,7 +51,11 @@ impl Negotiator {
             return None;
         }
         self.outstanding = None;
-        if self.wanted { self.request_offer() } else { None }
+        if self.wanted {
+            self.request_offer()
+        } else {
+            None
+        }
     }
 
     /// A server offer arrived.

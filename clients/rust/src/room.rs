@@ -9,12 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prism_proto::signal::{
     AddTrackRequest, DisconnectReason, JoinResponse, LeaveRequest, MuteTrackRequest,
-    ParticipantInfo, Ping, Room as RoomInfo, SessionDescription, TrackInfo,
-    UnpublishTrackRequest, UpdateSubscriptionRequest, signal_request, signal_response,
-    subscription_update,
+    ParticipantInfo, Ping, Room as RoomInfo, SessionDescription, TrackInfo, UnpublishTrackRequest,
+    UpdateSubscriptionRequest, signal_request, signal_response, subscription_update,
 };
-use rtc::interceptor::Registry;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -153,19 +152,21 @@ impl Room {
         let (writer, mut reader) = signaling::connect(&ws_url).await?;
         let join = match tokio::time::timeout(options.join_timeout, reader.next()).await {
             Err(_) => return Err(ClientError::Timeout("join")),
-            Ok(Incoming::Message(signal_response::Message::Join(join))) => join,
-            Ok(Incoming::Message(signal_response::Message::Error(e))) => {
-                return Err(ClientError::Server {
-                    code: e.code(),
-                    message: e.message,
-                    request: e.request,
-                });
-            }
-            Ok(Incoming::Message(other)) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected join first, got {other:?}"
-                )));
-            }
+            Ok(Incoming::Message(message)) => match *message {
+                signal_response::Message::Join(join) => join,
+                signal_response::Message::Error(e) => {
+                    return Err(ClientError::Server {
+                        code: e.code(),
+                        message: e.message,
+                        request: e.request,
+                    });
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected join first, got {other:?}"
+                    )));
+                }
+            },
             Ok(Incoming::Malformed(e)) => return Err(e),
             Ok(Incoming::Closed(reason)) => {
                 return Err(ClientError::Protocol(format!(
@@ -267,7 +268,10 @@ impl Room {
 
     /// The subscribed track with this sid, if its media has started arriving.
     pub fn remote_track(&self, track_sid: &str) -> Option<RemoteTrack> {
-        lock(&self.inner.shared).remote_tracks.get(track_sid).cloned()
+        lock(&self.inner.shared)
+            .remote_tracks
+            .get(track_sid)
+            .cloned()
     }
 
     /// Signaling round-trip time measured by the last ping.
@@ -318,6 +322,7 @@ impl Room {
             source: options.source as i32,
             width: options.width,
             height: options.height,
+            mime_type: options.codec.mime_type().to_owned(),
             muted: false,
             layers: vec![],
         };
@@ -374,10 +379,7 @@ impl Room {
     /// Leaves the room: sends `leave`, closes the socket and the peer connection, and waits
     /// for the background task to end. Calling it again is harmless.
     pub async fn leave(&self) -> Result<()> {
-        let result = match self
-            .command(|reply| Command::Leave { reply })
-            .await
-        {
+        let result = match self.command(|reply| Command::Leave { reply }).await {
             Err(ClientError::Closed) => Ok(()),
             other => other,
         };
@@ -414,7 +416,6 @@ async fn build_peer_connection(
             urls: s.urls.clone(),
             username: s.username.clone(),
             credential: s.credential.clone(),
-            ..Default::default()
         })
         .collect();
     let config = RTCConfigurationBuilder::new()
@@ -548,7 +549,7 @@ impl Engine {
                 },
                 incoming = self.reader.next() => match incoming {
                     Incoming::Message(message) => {
-                        if let Some(exit) = self.handle_signal(message).await {
+                        if let Some(exit) = self.handle_signal(*message).await {
                             break exit;
                         }
                     }
@@ -578,7 +579,11 @@ impl Engine {
 
     async fn shutdown(mut self, exit: Exit) {
         let (reason, message, reply) = match exit {
-            Exit::Leave(reply) => (DisconnectReason::ClientInitiated, String::new(), Some(reply)),
+            Exit::Leave(reply) => (
+                DisconnectReason::ClientInitiated,
+                String::new(),
+                Some(reply),
+            ),
             Exit::HandlesDropped => (DisconnectReason::ClientInitiated, String::new(), None),
             Exit::ServerLeave(reason, message) => (reason, message, None),
             Exit::SignalingClosed(reason) => (
@@ -657,7 +662,8 @@ impl Engine {
         request: AddTrackRequest,
     ) -> Result<oneshot::Receiver<TrackInfo>> {
         // The server must know the track before the offer that carries it.
-        self.send(signal_request::Message::AddTrack(request)).await?;
+        self.send(signal_request::Message::AddTrack(request))
+            .await?;
         let transceiver = self
             .pc
             .add_transceiver_from_track(
@@ -890,10 +896,8 @@ impl Engine {
                         let _ = waiter.send(track.clone());
                     }
                 }
-                M::TrackUnpublished(m) => {
-                    if snap.remote_tracks.remove(&m.track_sid).is_some() {
-                        gone.push((m.participant_sid.clone(), m.track_sid.clone()));
-                    }
+                M::TrackUnpublished(m) if snap.remote_tracks.remove(&m.track_sid).is_some() => {
+                    gone.push((m.participant_sid.clone(), m.track_sid.clone()));
                 }
                 M::ParticipantLeft(m) => {
                     snap.remote_tracks.retain(|sid, t| {

@@ -31,7 +31,10 @@ pub(crate) fn rtc_url(base: &str, token: &str, auto_subscribe: bool) -> Result<U
     url.set_query(None);
     url.query_pairs_mut()
         .append_pair("access_token", token)
-        .append_pair("auto_subscribe", if auto_subscribe { "true" } else { "false" });
+        .append_pair(
+            "auto_subscribe",
+            if auto_subscribe { "true" } else { "false" },
+        );
     Ok(url)
 }
 
@@ -54,7 +57,7 @@ pub(crate) fn decode(text: &str) -> Result<prism_proto::signal::signal_response:
 /// What the reading half yields.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    Message(prism_proto::signal::signal_response::Message),
+    Message(Box<prism_proto::signal::signal_response::Message>),
     /// A frame that could not be decoded; the session goes on.
     Malformed(ClientError),
     /// The socket closed or failed; nothing follows.
@@ -93,7 +96,7 @@ impl SignalReader {
                 Some(Ok(Message::Text(text))) => {
                     tracing::trace!(text = %text.as_str(), "signal recv");
                     return match decode(text.as_str()) {
-                        Ok(m) => Incoming::Message(m),
+                        Ok(m) => Incoming::Message(Box::new(m)),
                         Err(e) => Incoming::Malformed(e),
                     };
                 }

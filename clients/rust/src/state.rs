@@ -188,29 +188,35 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert!(s.track("TR_a1").unwrap().1.muted);
 
-        let ev = s.apply(&signal_response::Message::TrackUnpublished(TrackUnpublished {
-            participant_sid: "PA_a".into(),
-            track_sid: "TR_a1".into(),
-        }));
+        let ev = s.apply(&signal_response::Message::TrackUnpublished(
+            TrackUnpublished {
+                participant_sid: "PA_a".into(),
+                track_sid: "TR_a1".into(),
+            },
+        ));
         assert_eq!(ev.len(), 1);
         assert!(s.track("TR_a1").is_none());
 
-        let ev = s.apply(&signal_response::Message::ParticipantLeft(ParticipantLeft {
-            participant_sid: "PA_a".into(),
-            identity: "a".into(),
-            reason: DisconnectReason::ClientInitiated as i32,
-        }));
-        assert!(matches!(&ev[..], [RoomEvent::ParticipantLeft { reason, .. }]
-            if *reason == DisconnectReason::ClientInitiated));
+        let ev = s.apply(&signal_response::Message::ParticipantLeft(
+            ParticipantLeft {
+                participant_sid: "PA_a".into(),
+                identity: "a".into(),
+                reason: DisconnectReason::ClientInitiated as i32,
+            },
+        ));
+        assert!(
+            matches!(&ev[..], [RoomEvent::ParticipantLeft { reason, .. }]
+            if *reason == DisconnectReason::ClientInitiated)
+        );
         assert!(s.participants.is_empty());
     }
 
     #[test]
     fn messages_without_payload_are_ignored() {
         let mut s = joined();
-        let ev = s.apply(&signal_response::Message::ParticipantJoined(ParticipantJoined {
-            participant: None,
-        }));
+        let ev = s.apply(&signal_response::Message::ParticipantJoined(
+            ParticipantJoined { participant: None },
+        ));
         assert!(ev.is_empty());
         let ev = s.apply(&signal_response::Message::TrackPublished(TrackPublished {
             participant_sid: "PA_x".into(),

@@ -397,23 +397,30 @@ impl LocalTrack {
         }
     }
 
-    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
         let tx = self.commands.upgrade().ok_or(ClientError::Closed)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(make(reply)).await.map_err(|_| ClientError::Closed)?;
+        tx.send(make(reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Mutes or unmutes the publication (tells the server; keep or stop writing as you like).
     pub async fn set_muted(&self, muted: bool) -> Result<()> {
         let sid = self.info.sid.clone();
-        self.command(|reply| Command::Mute { sid, muted, reply }).await
+        self.command(|reply| Command::Mute { sid, muted, reply })
+            .await
     }
 
     /// Stops publishing: tells the server, removes the sender and renegotiates.
     pub async fn unpublish(&self) -> Result<()> {
         let cid = self.shared.cid.clone();
-        self.command(|reply| Command::Unpublish { cid, reply }).await
+        self.command(|reply| Command::Unpublish { cid, reply })
+            .await
     }
 }
 

@@ -38,6 +38,8 @@ async fn bad_token_is_unauthorized_with_body() {
 /// Join, read the client's offer, send garbage (an Error event, not a crash), then see the
 /// client leave cleanly.
 #[tokio::test]
+// The handshake callback's signature is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn offer_after_join_malformed_messages_and_leave() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -113,5 +115,8 @@ async fn offer_after_join_malformed_messages_and_leave() {
     while let Some(e) = events.recv().await {
         last = Some(e);
     }
-    assert!(matches!(last, Some(RoomEvent::Disconnected { .. })), "{last:?}");
+    assert!(
+        matches!(last, Some(RoomEvent::Disconnected { .. })),
+        "{last:?}"
+    );
 }

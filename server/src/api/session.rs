@@ -32,9 +32,9 @@ fn error(code: ErrorCode, request: &str, message: impl Into<String>) -> SignalRe
 
 fn room_error(request: &str, e: RoomError) -> SignalResponse {
     let code = match e {
-        RoomError::TrackNotFound(_) | RoomError::ParticipantNotFound | RoomError::RoomNotFound(_) => {
-            ErrorCode::NotFound
-        }
+        RoomError::TrackNotFound(_)
+        | RoomError::ParticipantNotFound
+        | RoomError::RoomNotFound(_) => ErrorCode::NotFound,
         RoomError::NotAllowed(_) => ErrorCode::NotAllowed,
         _ => ErrorCode::Internal,
     };
@@ -195,13 +195,22 @@ impl Session {
             }
         };
         let Some(message) = request.message else {
-            let reply = error(ErrorCode::BadRequest, "", "empty message: set one of offer, answer, trickle, addTrack, unpublish, mute, subscription, leave, ping");
+            let reply = error(
+                ErrorCode::BadRequest,
+                "",
+                "empty message: set one of offer, answer, trickle, addTrack, unpublish, mute, subscription, leave, ping",
+            );
             return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
         };
         let reply = match message {
             Req::Leave(_) => return Some(DisconnectReason::ClientInitiated),
             Req::Offer(offer) => self.on_offer(offer).await,
-            Req::Answer(answer) => match self.room.worker.answer(self.conn, answer.sdp, answer.id).await {
+            Req::Answer(answer) => match self
+                .room
+                .worker
+                .answer(self.conn, answer.sdp, answer.id)
+                .await
+            {
                 Ok(()) => None,
                 Err(e) => Some(transport_error("answer", e)),
             },
@@ -218,9 +227,10 @@ impl Session {
                         .map(|e| transport_error("trickle", e))
                 }
             }
+            // Success is announced to everyone, the publisher included, as trackPublished.
             Req::AddTrack(request) => self
                 .room
-                .add_track_metadata(&self.sid, request)
+                .add_track(&self.sid, request)
                 .err()
                 .map(|e| room_error("addTrack", e)),
             Req::Unpublish(request) => self
@@ -252,7 +262,11 @@ impl Session {
 
     async fn on_offer(&mut self, offer: SessionDescription) -> Option<SignalResponse> {
         if offer.sdp.trim().is_empty() {
-            return Some(error(ErrorCode::InvalidSdp, "offer", "the offer has no SDP"));
+            return Some(error(
+                ErrorCode::InvalidSdp,
+                "offer",
+                "the offer has no SDP",
+            ));
         }
         if !self.spec.permission.can_publish && sends_media(&offer.sdp) {
             return Some(error(
@@ -275,7 +289,11 @@ impl Session {
         }
     }
 
-    async fn on_conn_event(&mut self, ws: &mut WebSocket, event: ConnEvent) -> Option<DisconnectReason> {
+    async fn on_conn_event(
+        &mut self,
+        ws: &mut WebSocket,
+        event: ConnEvent,
+    ) -> Option<DisconnectReason> {
         let message = match event {
             ConnEvent::Offer { sdp, id } => Some(Resp::Offer(SessionDescription {
                 r#type: "offer".into(),
@@ -304,20 +322,36 @@ impl Session {
                 }
                 PeerState::Connecting | PeerState::Disconnected => None,
             },
-            ConnEvent::Subscribed { track_sid } => Some(subscription(track_sid, pb::subscription_update::State::Subscribed, String::new())),
+            ConnEvent::Subscribed { track_sid } => Some(subscription(
+                track_sid,
+                pb::subscription_update::State::Subscribed,
+                String::new(),
+            )),
             ConnEvent::SubscriptionFailed { track_sid, reason } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
-                Some(subscription(track_sid, pb::subscription_update::State::Failed, reason))
+                Some(subscription(
+                    track_sid,
+                    pb::subscription_update::State::Failed,
+                    reason,
+                ))
             }
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
-                Some(subscription(track_sid, pb::subscription_update::State::Unsubscribed, String::new()))
+                Some(subscription(
+                    track_sid,
+                    pb::subscription_update::State::Unsubscribed,
+                    String::new(),
+                ))
             }
         };
-        let Some(message) = message else {
-            return None;
-        };
-        (!send(ws, &SignalResponse { message: Some(message) }).await)
+        let message = message?;
+        (!send(
+            ws,
+            &SignalResponse {
+                message: Some(message),
+            },
+        )
+        .await)
             .then_some(DisconnectReason::SignalingClosed)
     }
 }

@@ -34,13 +34,25 @@ pub async fn rtc(
             )
         })?;
     let claims = app.verifier.verify(&token).map_err(|e| {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", format!("invalid access token: {e}"))
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("invalid access token: {e}"),
+        )
     })?;
     if !claims.grants.room_join {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "permission_denied", "the token does not grant room_join"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "the token does not grant room_join",
+        ));
     }
     if claims.room.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_token", "the token names no room"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "the token names no room",
+        ));
     }
     let auto_subscribe = match params.auto_subscribe.as_deref() {
         None | Some("1") | Some("true") => true,
@@ -55,11 +67,21 @@ pub async fn rtc(
     };
     // Checked before the upgrade so a refused join is a plain HTTP error.
     app.rooms.get_or_create(&claims.room).map_err(|e| match e {
-        RoomError::RoomNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string()),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string()),
+        RoomError::RoomNotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
+        }
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            other.to_string(),
+        ),
     })?;
     let upgrade = upgrade.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", format!("expected a WebSocket upgrade: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            format!("expected a WebSocket upgrade: {e}"),
+        )
     })?;
     let spec = JoinSpec {
         identity: claims.sub.clone(),

@@ -84,8 +84,16 @@ mod tests {
     #[test]
     fn maps_by_uri_and_drops_leg_local_ones() {
         let level = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-        let publisher = [ext(level, 1), ext(LEG_LOCAL_URIS[0], 3), ext(LEG_LOCAL_URIS[1], 4)];
-        let subscriber = [ext(level, 7), ext(LEG_LOCAL_URIS[0], 2), ext(LEG_LOCAL_URIS[1], 4)];
+        let publisher = [
+            ext(level, 1),
+            ext(LEG_LOCAL_URIS[0], 3),
+            ext(LEG_LOCAL_URIS[1], 4),
+        ];
+        let subscriber = [
+            ext(level, 7),
+            ext(LEG_LOCAL_URIS[0], 2),
+            ext(LEG_LOCAL_URIS[1], 4),
+        ];
         let map = ExtensionMap::between(&publisher, &subscriber);
         assert_eq!(map.map(1), Some(7));
         assert_eq!(map.map(3), None);

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::RTCRtpReceiverId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpHeaderExtensionParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpHeaderExtensionParameters, RtpCodecKind,
+};
 
 use super::codec::Codec;
 use super::{DownTrackId, ReceiverId};

@@ -1,11 +1,10 @@
 //! A participant as its room knows it: its public info, its signaling outbox, its connection
 //! and its subscriptions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use prism_proto::signal::{
-    AddTrackRequest, ParticipantInfo, ParticipantPermission, SignalResponse,
-    participant_info::State,
+    ParticipantInfo, ParticipantPermission, SignalResponse, participant_info::State,
 };
 use tokio::sync::mpsc;
 
@@ -26,8 +25,6 @@ pub(super) struct Member {
     pub conn: ConnId,
     pub outbox: mpsc::Sender<SignalResponse>,
     pub auto_subscribe: bool,
-    /// Metadata sent with add_track, waiting for the track's media to arrive.
-    pub pending_tracks: HashMap<String, AddTrackRequest>,
     pub subscriptions: HashSet<String>,
 }
 
@@ -52,7 +49,6 @@ impl Member {
             conn,
             outbox,
             auto_subscribe: spec.auto_subscribe,
-            pending_tracks: HashMap::new(),
             subscriptions: HashSet::new(),
         }
     }

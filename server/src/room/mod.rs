@@ -4,7 +4,7 @@
 //! crosses threads.
 
 mod member;
-mod room;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use rand::distr::Alphanumeric;
 use crate::config::Config;
 use crate::transport::Transport;
 pub use member::JoinSpec;
-pub use room::{Joined, Room};
+pub use state::{Joined, Room};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RoomError {
@@ -131,9 +131,9 @@ impl RoomManager {
     }
 
     fn remove_if_empty(&self, room: &Arc<Room>) {
-        let removed = self
-            .rooms
-            .remove_if(&room.name, |_, r| Arc::ptr_eq(r, room) && r.close_if_empty());
+        let removed = self.rooms.remove_if(&room.name, |_, r| {
+            Arc::ptr_eq(r, room) && r.close_if_empty()
+        });
         if removed.is_some() {
             tracing::info!(room = %room.name, sid = %room.sid, "room closed");
         }

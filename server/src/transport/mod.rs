@@ -72,7 +72,10 @@ pub enum MediaKind {
 #[derive(Debug)]
 pub enum ConnEvent {
     /// A server-initiated offer to send to the client.
-    Offer { sdp: String, id: u32 },
+    Offer {
+        sdp: String,
+        id: u32,
+    },
     /// A published track (or another simulcast layer of it) started arriving.
     TrackOpened {
         track_id: String,
@@ -84,10 +87,17 @@ pub enum ConnEvent {
     },
     StateChanged(PeerState),
     /// The subscriber's answer covering this track was applied; media flows.
-    Subscribed { track_sid: String },
-    SubscriptionFailed { track_sid: String, reason: String },
+    Subscribed {
+        track_sid: String,
+    },
+    SubscriptionFailed {
+        track_sid: String,
+        reason: String,
+    },
     /// The track went away on the server (its publisher left or unpublished).
-    Unsubscribed { track_sid: String },
+    Unsubscribed {
+        track_sid: String,
+    },
 }
 
 /// Asks a worker to do something with its connections.

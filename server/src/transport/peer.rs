@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
-use rtc::interceptor::Registry;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -35,9 +35,8 @@ pub struct IceCredentials {
 impl IceCredentials {
     pub fn random() -> Self {
         let mut rng = rand::rng();
-        let mut token = |n: usize| -> String {
-            (0..n).map(|_| rng.sample(Alphanumeric) as char).collect()
-        };
+        let mut token =
+            |n: usize| -> String { (0..n).map(|_| rng.sample(Alphanumeric) as char).collect() };
         let ufrag = token(16);
         let pwd = token(32);
         Self { ufrag, pwd }

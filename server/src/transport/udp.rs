@@ -159,8 +159,9 @@ mod tests {
 
     #[tokio::test]
     async fn batch_reaches_the_peer_in_order() {
-        let a = UdpSocket::from_std(bind("127.0.0.1:0".parse().unwrap(), 1 << 20, 1 << 20).unwrap())
-            .unwrap();
+        let a =
+            UdpSocket::from_std(bind("127.0.0.1:0".parse().unwrap(), 1 << 20, 1 << 20).unwrap())
+                .unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = b.local_addr().unwrap();
         let mut q = SendQueue::default();

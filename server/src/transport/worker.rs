@@ -68,6 +68,7 @@ pub struct WorkerSnapshot {
     pub connections: usize,
     pub receivers: usize,
     pub down_tracks: usize,
+    pub pending_subscriptions: usize,
     pub ufrag_routes: usize,
     pub address_routes: usize,
 }
@@ -86,7 +87,9 @@ pub(super) fn spawn(
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), TransportError> {
     let socket = udp::bind(bind, recv_buffer, send_buffer)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
-    let bound = socket.local_addr().map_err(|source| TransportError::Bind { addr: bind, source })?;
+    let bound = socket
+        .local_addr()
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
     for a in &mut settings.advertised {
         a.set_port(bound.port());
     }
@@ -142,6 +145,8 @@ struct Worker {
     by_ufrag: HashMap<String, ConnId>,
     by_addr: HashMap<SocketAddr, ConnId>,
     receivers: HashMap<ReceiverId, Receiver>,
+    /// Subscriptions to tracks announced but not yet receiving media, by (publisher, track id).
+    pending_subscriptions: HashMap<(ConnId, String), Vec<SubscribeSpec>>,
     next_id: u64,
     dirty: Vec<ConnId>,
     send_queue: SendQueue,
@@ -173,6 +178,7 @@ impl Worker {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             receivers: HashMap::new(),
+            pending_subscriptions: HashMap::new(),
             next_id: 1,
             dirty: Vec::new(),
             send_queue: SendQueue::default(),
@@ -223,10 +229,14 @@ impl Worker {
             if !self.send_queue.is_empty() {
                 let flushed = self.send_queue.flush(&self.socket).await;
                 let s = &self.stats;
-                s.datagrams_out.fetch_add(flushed.datagrams as u64, Ordering::Relaxed);
-                s.bytes_out.fetch_add(flushed.bytes as u64, Ordering::Relaxed);
-                s.send_syscalls.fetch_add(flushed.syscalls as u64, Ordering::Relaxed);
-                s.send_errors.fetch_add(flushed.errors as u64, Ordering::Relaxed);
+                s.datagrams_out
+                    .fetch_add(flushed.datagrams as u64, Ordering::Relaxed);
+                s.bytes_out
+                    .fetch_add(flushed.bytes as u64, Ordering::Relaxed);
+                s.send_syscalls
+                    .fetch_add(flushed.syscalls as u64, Ordering::Relaxed);
+                s.send_errors
+                    .fetch_add(flushed.errors as u64, Ordering::Relaxed);
             }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -296,11 +306,15 @@ impl Worker {
             None => self.by_addr.get(&from).copied(),
         };
         let Some(id) = target else {
-            self.stats.unroutable_datagrams.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .unroutable_datagrams
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some(c) = self.conns.get_mut(&id) else {
-            self.stats.unroutable_datagrams.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .unroutable_datagrams
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let message = TaggedBytesMut {
@@ -314,7 +328,9 @@ impl Worker {
             message: BytesMut::from(data),
         };
         if let Err(e) = c.pc.handle_read(message) {
-            self.stats.rejected_datagrams.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_datagrams
+                .fetch_add(1, Ordering::Relaxed);
             tracing::trace!(conn = id.0, error = %e, "datagram rejected");
         }
         self.mark_dirty(id);
@@ -421,10 +437,7 @@ impl Worker {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
-            match c.published.get(&init.track_id) {
-                Some(r) => Some(*r),
-                None => None,
-            }
+            c.published.get(&init.track_id).copied()
         };
         let (receiver_id, first_layer) = match receiver_id {
             Some(r) => (r, false),
@@ -439,7 +452,8 @@ impl Worker {
                 let kind = rtp_receiver.track().kind();
                 let codec = rtp_receiver.track().codec(init.ssrc).cloned();
                 let params = rtp_receiver.get_parameters().rtp_parameters.clone();
-                let Some(codec) = codec.or_else(|| params.codecs.first().map(|c| c.rtp_codec.clone()))
+                let Some(codec) =
+                    codec.or_else(|| params.codecs.first().map(|c| c.rtp_codec.clone()))
                 else {
                     tracing::warn!(conn = id.0, track = %init.track_id, "track opened without a codec");
                     return;
@@ -492,6 +506,13 @@ impl Worker {
         if let Some(c) = self.conns.get(&id) {
             c.emit(event);
         }
+        if first_layer
+            && let Some(waiting) = self.pending_subscriptions.remove(&(id, init.track_id))
+        {
+            for spec in waiting {
+                self.subscribe(spec);
+            }
+        }
     }
 
     /// The hot path: one publisher packet to every subscriber of its track.
@@ -512,7 +533,8 @@ impl Worker {
             layer.packets += 1;
             layer.bytes += packet.payload.len() as u64;
         }
-        let keyframe = !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
+        let keyframe =
+            !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
         for s in &receiver.subscribers {
             let Some(c) = self.conns.get_mut(&s.conn) else {
                 continue;
@@ -524,11 +546,10 @@ impl Worker {
                 continue;
             };
             let sender = dt.sender;
-            let written = c
-                .pc
-                .rtp_sender(sender)
-                .map(|mut s| s.write_rtp(now, out).is_ok())
-                .unwrap_or(false);
+            let written =
+                c.pc.rtp_sender(sender)
+                    .map(|mut s| s.write_rtp(now, out).is_ok())
+                    .unwrap_or(false);
             let counter = if written {
                 &self.stats.rtp_forwarded
             } else {
@@ -565,7 +586,9 @@ impl Worker {
                     self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(conn = publisher.0, ssrc, "keyframe requested");
                 }
-                Err(e) => tracing::debug!(conn = publisher.0, error = %e, "keyframe request failed"),
+                Err(e) => {
+                    tracing::debug!(conn = publisher.0, error = %e, "keyframe request failed")
+                }
             }
         }
         self.mark_dirty(publisher);
@@ -627,51 +650,61 @@ impl Worker {
                 dt.offered_in = Some(offer_id);
             }
         }
-        let sdp = c
-            .pc
-            .local_description()
-            .map(|d| d.sdp)
-            .unwrap_or(offer.sdp);
+        let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
 
-    fn on_client_offer(&mut self, id: ConnId, sdp: String) -> Result<Option<String>, TransportError> {
-        let c = self.conns.get_mut(&id).ok_or(TransportError::UnknownConnection)?;
+    fn on_client_offer(
+        &mut self,
+        id: ConnId,
+        sdp: String,
+    ) -> Result<Option<String>, TransportError> {
+        let c = self
+            .conns
+            .get_mut(&id)
+            .ok_or(TransportError::UnknownConnection)?;
         if c.negotiation.outstanding.is_some() {
             // Glare: the server is the impolite peer and keeps its own offer.
             return Ok(None);
         }
         let now = Instant::now();
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
-        c.pc
-            .set_remote_description(now, offer)
+        let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
-        let answer = c
-            .pc
-            .create_answer(None)
-            .map_err(|e| TransportError::Negotiation(e.to_string()))?;
-        c.pc
-            .set_local_description(now, answer.clone())
+        c.pc.set_remote_description(now, offer)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        let answer =
+            c.pc.create_answer(None)
+                .map_err(|e| TransportError::Negotiation(e.to_string()))?;
+        c.pc.set_local_description(now, answer.clone())
             .map_err(|e| TransportError::Negotiation(e.to_string()))?;
         c.negotiation.started = true;
-        let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(answer.sdp);
+        let sdp =
+            c.pc.local_description()
+                .map(|d| d.sdp)
+                .unwrap_or(answer.sdp);
         self.mark_dirty(id);
         Ok(Some(sdp))
     }
 
-    fn on_client_answer(&mut self, id: ConnId, sdp: String, answer_id: u32) -> Result<(), TransportError> {
-        let c = self.conns.get_mut(&id).ok_or(TransportError::UnknownConnection)?;
+    fn on_client_answer(
+        &mut self,
+        id: ConnId,
+        sdp: String,
+        answer_id: u32,
+    ) -> Result<(), TransportError> {
+        let c = self
+            .conns
+            .get_mut(&id)
+            .ok_or(TransportError::UnknownConnection)?;
         if c.negotiation.outstanding != Some(answer_id) {
             return Err(TransportError::UnexpectedAnswer {
                 got: answer_id,
                 expected: c.negotiation.outstanding,
             });
         }
-        let answer =
-            RTCSessionDescription::answer(sdp).map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
-        c.pc
-            .set_remote_description(Instant::now(), answer)
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        c.pc.set_remote_description(Instant::now(), answer)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.negotiation.outstanding = None;
         let ready: Vec<DownTrackId> = c
@@ -708,7 +741,10 @@ impl Worker {
             let same_mime = |m: &str| m.eq_ignore_ascii_case(&wanted.mime_type);
             let payload_type = codecs
                 .iter()
-                .find(|p| same_mime(&p.rtp_codec.mime_type) && p.rtp_codec.sdp_fmtp_line == wanted.sdp_fmtp_line)
+                .find(|p| {
+                    same_mime(&p.rtp_codec.mime_type)
+                        && p.rtp_codec.sdp_fmtp_line == wanted.sdp_fmtp_line
+                })
                 .or_else(|| codecs.iter().find(|p| same_mime(&p.rtp_codec.mime_type)))
                 .map(|p| p.payload_type)?;
             Some(Negotiated {
@@ -739,7 +775,10 @@ impl Worker {
                     "the subscriber did not accept codec {}",
                     receiver.rtp_codec.mime_type
                 );
-                c.emit(ConnEvent::SubscriptionFailed { track_sid: track_sid.clone(), reason });
+                c.emit(ConnEvent::SubscriptionFailed {
+                    track_sid: track_sid.clone(),
+                    reason,
+                });
                 self.remove_down_track(id, &track_sid, false);
             }
         }
@@ -792,7 +831,12 @@ impl Worker {
             WorkerCommand::Unsubscribe {
                 subscriber,
                 track_sid,
-            } => self.remove_down_track(subscriber, &track_sid, true),
+            } => {
+                self.forget_pending(|spec| {
+                    spec.subscriber == subscriber && spec.track_sid == track_sid
+                });
+                self.remove_down_track(subscriber, &track_sid, true)
+            }
             WorkerCommand::Unpublish {
                 publisher,
                 track_id,
@@ -803,6 +847,7 @@ impl Worker {
                     connections: self.conns.len(),
                     receivers: self.receivers.len(),
                     down_tracks: self.conns.values().map(|c| c.down_tracks.len()).sum(),
+                    pending_subscriptions: self.pending_subscriptions.values().map(Vec::len).sum(),
                     ufrag_routes: self.by_ufrag.len(),
                     address_routes: self.by_addr.len(),
                 });
@@ -810,7 +855,11 @@ impl Worker {
         }
     }
 
-    fn open(&mut self, conn: ConnId, events: mpsc::Sender<ConnEvent>) -> Result<(), TransportError> {
+    fn open(
+        &mut self,
+        conn: ConnId,
+        events: mpsc::Sender<ConnEvent>,
+    ) -> Result<(), TransportError> {
         let credentials = IceCredentials::random();
         let pc = peer::build(&self.settings, &credentials, Instant::now())
             .map_err(|e| TransportError::Engine(e.to_string()))?;
@@ -818,7 +867,9 @@ impl Worker {
         self.conns
             .insert(conn, Connection::new(conn, pc, credentials.ufrag, events));
         self.dirty.push(conn);
-        self.stats.connections.store(self.conns.len(), Ordering::Relaxed);
+        self.stats
+            .connections
+            .store(self.conns.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -835,10 +886,24 @@ impl Worker {
             return;
         }
         let Some(receiver) = receiver_id.and_then(|r| self.receivers.get(&r)) else {
-            c.emit(ConnEvent::SubscriptionFailed {
-                track_sid: spec.track_sid,
-                reason: "the track is not being received".into(),
-            });
+            if self.conns.contains_key(&spec.publisher) {
+                // Announced, media not here yet: subscribe when it opens.
+                let waiting = self
+                    .pending_subscriptions
+                    .entry((spec.publisher, spec.track_id.clone()))
+                    .or_default();
+                if !waiting
+                    .iter()
+                    .any(|w| w.subscriber == spec.subscriber && w.track_sid == spec.track_sid)
+                {
+                    waiting.push(spec);
+                }
+            } else {
+                c.emit(ConnEvent::SubscriptionFailed {
+                    track_sid: spec.track_sid,
+                    reason: "the publisher is gone".into(),
+                });
+            }
             return;
         };
         let ssrc = rand::random::<u32>();
@@ -926,7 +991,16 @@ impl Worker {
         self.mark_dirty(subscriber);
     }
 
+    fn forget_pending(&mut self, mut drop_if: impl FnMut(&SubscribeSpec) -> bool) {
+        self.pending_subscriptions.retain(|_, waiting| {
+            waiting.retain(|spec| !drop_if(spec));
+            !waiting.is_empty()
+        });
+    }
+
     fn unpublish(&mut self, publisher: ConnId, track_id: &str) {
+        self.pending_subscriptions
+            .remove(&(publisher, track_id.to_owned()));
         let Some(receiver_id) = self
             .conns
             .get_mut(&publisher)
@@ -957,6 +1031,7 @@ impl Worker {
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
+        self.forget_pending(|spec| spec.subscriber == id || spec.publisher == id);
         for receiver_id in c.published.values() {
             self.drop_receiver(*receiver_id);
         }
@@ -978,7 +1053,9 @@ impl Worker {
         while let Some(out) = c.pc.poll_write() {
             self.send_queue.push(out.transport.peer_addr, out.message);
         }
-        self.stats.connections.store(self.conns.len(), Ordering::Relaxed);
+        self.stats
+            .connections
+            .store(self.conns.len(), Ordering::Relaxed);
         tracing::debug!(worker = self.index, conn = id.0, "connection closed");
     }
 }

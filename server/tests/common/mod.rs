@@ -14,8 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.port = 0;
+    let mut config = Config {
+        port: 0,
+        ..Config::default()
+    };
     config.rtc.udp_port = 0;
     config.rtc.workers = 2;
     config.room.empty_timeout_secs = 0;
@@ -63,7 +65,10 @@ pub struct RawClient {
 }
 
 impl RawClient {
-    pub async fn connect(server: &Server, token: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+    pub async fn connect(
+        server: &Server,
+        token: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let url = format!("ws://{}/rtc?access_token={token}", server.http_addr());
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(Self { ws })
@@ -74,7 +79,10 @@ impl RawClient {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
     }
 
     /// The next signaling message, skipping WebSocket control frames.
@@ -94,7 +102,12 @@ impl RawClient {
     /// Waits for a message matching `pick`, skipping others.
     pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(Resp) -> Option<T>) -> T {
         loop {
-            let message = self.recv().await.expect("connection open").message.expect("message set");
+            let message = self
+                .recv()
+                .await
+                .expect("connection open")
+                .message
+                .expect("message set");
             if let Some(t) = pick(message) {
                 return t;
             }

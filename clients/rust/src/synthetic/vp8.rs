@@ -138,8 +138,8 @@ impl Vp8Source {
 
     /// The next frame's packets, stamped with `now`.
     pub fn next_frame_at(&mut self, now: SystemTime) -> Vec<Packet> {
-        let keyframe =
-            self.keyframe_requested || self.frames_since_keyframe >= self.keyframe_interval_frames();
+        let keyframe = self.keyframe_requested
+            || self.frames_since_keyframe >= self.keyframe_interval_frames();
         if keyframe {
             self.keyframe_requested = false;
             self.frames_since_keyframe = 0;
@@ -180,9 +180,7 @@ impl Vp8Source {
             self.sequence = self.sequence.wrapping_add(1);
         }
 
-        self.timestamp = self
-            .timestamp
-            .wrapping_add(CLOCK_RATE / self.config.fps);
+        self.timestamp = self.timestamp.wrapping_add(CLOCK_RATE / self.config.fps);
         self.picture_id = (self.picture_id + 1) & 0x7fff;
         self.tl0picidx = self.tl0picidx.wrapping_add(1);
         self.frames += 1;
@@ -405,7 +403,10 @@ mod tests {
                 expected_seq = expected_seq.wrapping_add(1);
                 bitstream += p.payload.len() - parse_vp8_descriptor(&p.payload).unwrap().len;
             }
-            assert!(bitstream >= size && bitstream < size + STAMP_LEN, "{bitstream} vs {size}");
+            assert!(
+                bitstream >= size && bitstream < size + STAMP_LEN,
+                "{bitstream} vs {size}"
+            );
             assert_eq!(frame.len(), size.div_ceil(1200 - 6));
             expected_ts = expected_ts.wrapping_add(3000);
         }
@@ -424,7 +425,10 @@ mod tests {
             .map(|p| p.payload.len())
             .sum();
         let bits_per_second = bytes * 8 / 2;
-        assert!((950_000..1_100_000).contains(&bits_per_second), "{bits_per_second}");
+        assert!(
+            (950_000..1_100_000).contains(&bits_per_second),
+            "{bits_per_second}"
+        );
     }
 
     #[test]

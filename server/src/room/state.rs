@@ -86,7 +86,11 @@ impl Room {
     }
 
     pub fn participants(&self) -> Vec<ParticipantInfo> {
-        self.lock().members.values().map(|m| m.info.clone()).collect()
+        self.lock()
+            .members
+            .values()
+            .map(|m| m.info.clone())
+            .collect()
     }
 
     fn room_info(&self, s: &State_) -> pb::Room {
@@ -115,7 +119,10 @@ impl Room {
             self.remove_member(&mut s, &old_sid, DisconnectReason::DuplicateIdentity);
         }
         if self.max_participants > 0 && s.members.len() as u32 >= self.max_participants {
-            return Err(RoomError::RoomFull(self.name.clone(), self.max_participants));
+            return Err(RoomError::RoomFull(
+                self.name.clone(),
+                self.max_participants,
+            ));
         }
         let sid = new_sid("PA");
         let member = Member::new(sid.clone(), &spec, conn, outbox);
@@ -168,7 +175,8 @@ impl Room {
             s.by_identity.remove(&member.info.identity);
         }
         // Told only when someone else pushed it out; one that left knows.
-        if reason != DisconnectReason::ClientInitiated && reason != DisconnectReason::SignalingClosed
+        if reason != DisconnectReason::ClientInitiated
+            && reason != DisconnectReason::SignalingClosed
         {
             member.send(message(Message::Leave(pb::LeaveResponse {
                 reason: reason as i32,
@@ -215,35 +223,57 @@ impl Room {
         let info = m.info.clone();
         for (sid, other) in &s.members {
             if sid != participant_sid {
-                other.send(message(Message::ParticipantUpdated(pb::ParticipantUpdated {
-                    participant: Some(info.clone()),
-                })));
+                other.send(message(Message::ParticipantUpdated(
+                    pb::ParticipantUpdated {
+                        participant: Some(info.clone()),
+                    },
+                )));
             }
         }
     }
 
-    pub fn add_track_metadata(
+    /// The participant announced a track: publish it now (its media follows).
+    pub fn add_track(
         &self,
         participant_sid: &str,
         request: AddTrackRequest,
-    ) -> Result<(), RoomError> {
+    ) -> Result<TrackInfo, RoomError> {
         let mut s = self.lock();
         let m = s
             .members
-            .get_mut(participant_sid)
+            .get(participant_sid)
             .ok_or(RoomError::ParticipantNotFound)?;
         if !m.permission().can_publish {
             return Err(RoomError::NotAllowed("this token cannot publish".into()));
         }
         if request.cid.is_empty() {
-            return Err(RoomError::NotAllowed("add_track needs a cid".into()));
+            return Err(RoomError::NotAllowed("addTrack needs a cid".into()));
         }
-        // Bounded: a client cannot grow this without publishing.
-        if m.pending_tracks.len() >= 64 {
-            return Err(RoomError::NotAllowed("too many pending tracks".into()));
+        let kind = match TrackKind::try_from(request.kind) {
+            Ok(TrackKind::Audio) => MediaKind::Audio,
+            Ok(TrackKind::Video) => MediaKind::Video,
+            _ => {
+                return Err(RoomError::NotAllowed(
+                    "addTrack kind must be AUDIO or VIDEO".into(),
+                ));
+            }
+        };
+        if s.publications
+            .values()
+            .any(|p| p.publisher_sid == participant_sid && p.track_id == request.cid)
+        {
+            return Err(RoomError::NotAllowed(format!(
+                "track {:?} is already published",
+                request.cid
+            )));
         }
-        m.pending_tracks.insert(request.cid.clone(), request);
-        Ok(())
+        // Bounded: a participant cannot grow the room without limit.
+        if m.info.tracks.len() >= 32 {
+            return Err(RoomError::NotAllowed("too many published tracks".into()));
+        }
+        let cid = request.cid.clone();
+        let mime = request.mime_type.clone();
+        Ok(self.publish_locked(&mut s, participant_sid, &cid, kind, &mime, None, request))
     }
 
     /// The first packets of a participant's track arrived: publish it to the room and
@@ -270,6 +300,9 @@ impl Room {
             .values_mut()
             .find(|p| p.publisher_sid == participant_sid && p.track_id == track_id)
         {
+            if existing.info.mime_type.is_empty() {
+                existing.info.mime_type = mime_type.to_owned();
+            }
             if let Some(rid) = rid
                 && !existing.info.layers.iter().any(|l| l.rid == rid)
             {
@@ -280,10 +313,29 @@ impl Room {
             }
             return;
         }
-        let Some(m) = s.members.get_mut(participant_sid) else {
-            return;
-        };
-        let meta = m.pending_tracks.remove(track_id).unwrap_or_default();
+        self.publish_locked(
+            &mut s,
+            participant_sid,
+            track_id,
+            kind,
+            mime_type,
+            rid,
+            AddTrackRequest::default(),
+        );
+    }
+
+    /// Creates the publication, tells everyone, subscribes the auto-subscribers.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_locked(
+        &self,
+        s: &mut State_,
+        participant_sid: &str,
+        track_id: &str,
+        kind: MediaKind,
+        mime_type: &str,
+        rid: Option<&str>,
+        meta: AddTrackRequest,
+    ) -> TrackInfo {
         let video = kind == MediaKind::Video;
         let mut layers = meta.layers.clone();
         if let Some(rid) = rid
@@ -297,7 +349,11 @@ impl Room {
         let info = TrackInfo {
             sid: new_sid("TR"),
             cid: track_id.to_owned(),
-            kind: if video { TrackKind::Video } else { TrackKind::Audio } as i32,
+            kind: if video {
+                TrackKind::Video
+            } else {
+                TrackKind::Audio
+            } as i32,
             source: if meta.source != 0 {
                 meta.source
             } else if video {
@@ -312,6 +368,9 @@ impl Room {
             width: meta.width,
             height: meta.height,
             layers,
+        };
+        let Some(m) = s.members.get_mut(participant_sid) else {
+            return info;
         };
         m.info.tracks.push(info.clone());
         let publisher_conn = m.conn;
@@ -341,8 +400,9 @@ impl Room {
             .map(|(sid, _)| sid.clone())
             .collect();
         for sid in subscribers {
-            self.subscribe_locked(&mut s, &sid, &track_sid);
+            self.subscribe_locked(s, &sid, &track_sid);
         }
+        info
     }
 
     pub fn unpublish(&self, participant_sid: &str, track_sid: &str) -> Result<(), RoomError> {
@@ -372,7 +432,12 @@ impl Room {
             .map_err(|e| RoomError::Transport(e.to_string()))
     }
 
-    pub fn mute(&self, participant_sid: &str, track_sid: &str, muted: bool) -> Result<(), RoomError> {
+    pub fn mute(
+        &self,
+        participant_sid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<(), RoomError> {
         let mut s = self.lock();
         let p = s
             .publications
