@@ -88,7 +88,10 @@ fn start_server(args: &Args) -> anyhow::Result<ServerProcess> {
         .map(|p| p.join("prism"))
         .context("locating the prism binary")?;
     if !prism.exists() {
-        bail!("{} not found: build it with cargo build --release --bin prism", prism.display());
+        bail!(
+            "{} not found: build it with cargo build --release --bin prism",
+            prism.display()
+        );
     }
     let child = Command::new(prism)
         .env("PRISM_PORT", args.port.to_string())
@@ -103,7 +106,10 @@ fn start_server(args: &Args) -> anyhow::Result<ServerProcess> {
 async fn wait_for_http(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -119,7 +125,8 @@ async fn main() -> anyhow::Result<()> {
     wait_for_http(args.port).await?;
     let url = format!("http://127.0.0.1:{}", args.port);
 
-    let (publisher, _events) = Room::connect(&url, &token("publisher")?, ConnectOptions::default()).await?;
+    let (publisher, _events) =
+        Room::connect(&url, &token("publisher")?, ConnectOptions::default()).await?;
     let video = publisher
         .publish_track(TrackOptions::video("camera", Codec::Vp8, 1280, 720))
         .await?;
@@ -162,7 +169,9 @@ async fn main() -> anyhow::Result<()> {
             let url = url.clone();
             let token = token(&format!("sub-{i}"))?;
             joins.push(tokio::spawn(async move {
-                Room::connect(&url, &token, ConnectOptions::default()).await.map(|r| (i, r))
+                Room::connect(&url, &token, ConnectOptions::default())
+                    .await
+                    .map(|r| (i, r))
             }));
         }
         for join in joins {
@@ -192,12 +201,20 @@ async fn main() -> anyhow::Result<()> {
     // Wait until every subscriber receives media.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = counts.lock().unwrap().values().filter(|c| c.received > 0).count();
+        let ready = counts
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|c| c.received > 0)
+            .count();
         if ready == args.subscribers {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {ready} of {} subscribers receive media", args.subscribers);
+            bail!(
+                "only {ready} of {} subscribers receive media",
+                args.subscribers
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -245,8 +262,14 @@ async fn main() -> anyhow::Result<()> {
     println!("subscribers                 {}", args.subscribers);
     println!("setup (all receiving)       {:.1} s", setup.as_secs_f64());
     println!("publisher packets/s         {pps_in:.0}");
-    println!("forwarded packets/s         {:.0}", forwarded as f64 / window.as_secs_f64());
-    println!("server CPU                  {:.1}% of one core", cpu / window.as_secs_f64() * 100.0);
+    println!(
+        "forwarded packets/s         {:.0}",
+        forwarded as f64 / window.as_secs_f64()
+    );
+    println!(
+        "server CPU                  {:.1}% of one core",
+        cpu / window.as_secs_f64() * 100.0
+    );
     println!("server CPU per fwd packet   {per_packet_us:.2} µs");
     println!(
         "server RSS                  {:.1} MiB before subscribers, {:.1} MiB after, {:.1} MiB at end",
@@ -258,7 +281,11 @@ async fn main() -> anyhow::Result<()> {
         "memory per subscriber       {:.0} KiB",
         (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers as f64 / 1024.0
     );
-    println!("loss per subscriber         mean {:.3}%, max {:.3}%", mean_loss * 100.0, max_loss * 100.0);
+    println!(
+        "loss per subscriber         mean {:.3}%, max {:.3}%",
+        mean_loss * 100.0,
+        max_loss * 100.0
+    );
     publishing.abort();
     for room in rooms {
         let _ = room.leave().await;

@@ -918,7 +918,11 @@ impl Worker {
                     ..Default::default()
                 },
                 active: true,
-                codec: receiver.rtp_codec.clone(),
+                // No codec preference: the offer lists every codec we support, so the
+                // subscriber's answer negotiates them all. webrtc-rs fixes a connection's codec
+                // set at its first negotiated video (or audio) section and offers no way to
+                // widen it later; with a preference here, a subscriber first given VP8 could
+                // never receive H.264. The payload type is looked up by MIME type on answer.
                 ..Default::default()
             }],
         );
