@@ -235,7 +235,7 @@ async fn explicit_subscriptions_codecs_mute_and_unsubscribe() {
     // Unsubscribing removes the down track on the server and tells the viewer.
     let vp9 = sid_of("video/VP9");
     viewer
-        .unsubscribe(&[vp9.clone()])
+        .unsubscribe(std::slice::from_ref(&vp9))
         .await
         .expect("unsubscribe");
     let gone = eventually(Duration::from_secs(5), || async {
