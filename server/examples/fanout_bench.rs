@@ -237,22 +237,24 @@ async fn main() -> anyhow::Result<()> {
     // Packets still in flight at the end of the window are not counted as lost: compare each
     // subscriber against the counter range it saw, minus a 200 ms tail.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let all = counts.lock().unwrap();
-    let mut forwarded = 0u64;
-    let mut losses: Vec<f64> = Vec::new();
-    for c in all.values() {
-        forwarded += c.received;
-        let (Some(&lo), Some(&hi)) = (c.counters.iter().min(), c.counters.iter().max()) else {
-            losses.push(1.0);
-            continue;
-        };
-        let mut unique = c.counters.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        let expected = hi - lo + 1;
-        losses.push(1.0 - unique.len() as f64 / expected as f64);
-    }
-    drop(all);
+    let (forwarded, mut losses) = {
+        let all = counts.lock().unwrap();
+        let mut forwarded = 0u64;
+        let mut losses: Vec<f64> = Vec::new();
+        for c in all.values() {
+            forwarded += c.received;
+            let (Some(&lo), Some(&hi)) = (c.counters.iter().min(), c.counters.iter().max()) else {
+                losses.push(1.0);
+                continue;
+            };
+            let mut unique = c.counters.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            let expected = hi - lo + 1;
+            losses.push(1.0 - unique.len() as f64 / expected as f64);
+        }
+        (forwarded, losses)
+    };
     losses.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let cpu = cpu_end - cpu_start;
     let per_packet_us = cpu / forwarded as f64 * 1e6;
