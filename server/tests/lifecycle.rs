@@ -180,3 +180,77 @@ async fn a_connection_that_never_comes_up_is_removed_after_the_join_timeout() {
     assert_eq!(left.reason, DisconnectReason::ConnectionTimeout as i32);
     server.shutdown().await;
 }
+
+/// The same with real peers: connected (ICE, DTLS, SRTP), publishing, subscribed to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_publishers_and_subscribers_leave_nothing_behind() {
+    use prism_client::synthetic::{OpusConfig, OpusSource};
+    use prism_client::{ConnectOptions, Room, TrackOptions};
+
+    let server = start().await;
+    let url = http_url(&server);
+    // A participant that stays while others come and go, subscribed to everything.
+    let (watcher, _watcher_events) =
+        Room::connect(&url, &token("churn", "watcher"), ConnectOptions::default())
+            .await
+            .expect("watcher");
+    const CYCLES: usize = 40;
+    const PARALLEL: usize = 4;
+    let mut lanes = Vec::new();
+    for lane in 0..PARALLEL {
+        let url = url.clone();
+        lanes.push(tokio::spawn(async move {
+            for i in (lane..CYCLES).step_by(PARALLEL) {
+                let (room, _events) = Room::connect(
+                    &url,
+                    &token("churn", &format!("guest-{i}")),
+                    ConnectOptions::default(),
+                )
+                .await
+                .expect("guest connects");
+                let track = room
+                    .publish_track(TrackOptions::audio("mic"))
+                    .await
+                    .expect("publish");
+                let mut source = OpusSource::new(OpusConfig::default());
+                for _ in 0..5 {
+                    track.write_rtp(&source.next_packet()).await.expect("write");
+                }
+                room.leave().await.expect("leave");
+            }
+        }));
+    }
+    for lane in lanes {
+        lane.await.expect("lane");
+    }
+    let only_watcher = eventually(Duration::from_secs(10), || async {
+        let snapshots = server.worker_snapshots().await;
+        let connections: usize = snapshots.iter().map(|s| s.connections).sum();
+        let down_tracks: usize = snapshots.iter().map(|s| s.down_tracks).sum();
+        let receivers: usize = snapshots.iter().map(|s| s.receivers).sum();
+        let pending: usize = snapshots.iter().map(|s| s.pending_subscriptions).sum();
+        server.rooms().participant_count() == 1
+            && connections == 1
+            && down_tracks == 0
+            && receivers == 0
+            && pending == 0
+    })
+    .await;
+    assert!(
+        only_watcher,
+        "only the watcher is left: {:?}",
+        server.worker_snapshots().await
+    );
+    watcher.leave().await.expect("watcher leaves");
+    let empty = eventually(Duration::from_secs(10), || async {
+        server.rooms().room_count() == 0
+            && server
+                .worker_snapshots()
+                .await
+                .iter()
+                .all(|s| *s == WorkerSnapshot::default())
+    })
+    .await;
+    assert!(empty, "nothing left: {:?}", server.worker_snapshots().await);
+    server.shutdown().await;
+}
