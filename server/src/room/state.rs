@@ -311,6 +311,15 @@ impl Room {
                     ..Default::default()
                 });
             }
+            // Keep the participant's own copy of the track info in step.
+            let info = existing.info.clone();
+            if let Some(t) = s
+                .members
+                .get_mut(participant_sid)
+                .and_then(|m| m.info.tracks.iter_mut().find(|t| t.sid == info.sid))
+            {
+                *t = info;
+            }
             return;
         }
         self.publish_locked(
