@@ -3,6 +3,7 @@
 //! worker through [`WorkerHandle`] (commands in) and per-connection [`ConnEvent`]s (events out).
 
 mod connection;
+mod interceptors;
 pub mod peer;
 pub mod stun;
 pub mod udp;
