@@ -14,8 +14,8 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtcp::sender_report::SenderReport;
 
 use super::extensions::ExtensionMap;
-use super::reports::{SenderClock, ntp_middle, round_trip};
 use super::munger::{IncomingPacket, MungeOutcome, RtpMunger};
+use super::reports::{SenderClock, ntp_middle, round_trip};
 use super::{DownTrackId, ReceiverId};
 
 #[derive(Debug)]

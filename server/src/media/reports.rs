@@ -84,7 +84,11 @@ mod tests {
                 .unwrap();
             // A frame the publisher stamped at RTP time x: the subscriber sees x + offset. Both
             // reports must map it to the same wall-clock instant (within 1 ms).
-            for frame in [clock.rtp, clock.rtp.wrapping_add(90_000), clock.rtp.wrapping_sub(4_500)] {
+            for frame in [
+                clock.rtp,
+                clock.rtp.wrapping_add(90_000),
+                clock.rtp.wrapping_sub(4_500),
+            ] {
                 let publisher_view = inferred_seconds((clock.ntp, clock.rtp), frame, clock_rate);
                 let subscriber_view = inferred_seconds(sub, frame.wrapping_add(offset), clock_rate);
                 assert!(
@@ -110,7 +114,10 @@ mod tests {
         let t0 = Instant::now();
         let rtt = round_trip(t0, t0 + Duration::from_millis(150), 65_536 / 10);
         assert!((rtt.as_secs_f64() - 0.05).abs() < 0.001, "{rtt:?}");
-        assert_eq!(round_trip(t0 + Duration::from_secs(1), t0, 0), Duration::ZERO);
+        assert_eq!(
+            round_trip(t0 + Duration::from_secs(1), t0, 0),
+            Duration::ZERO
+        );
         assert_eq!(ntp_middle(0x1234_5678_9abc_def0), 0x5678_9abc);
     }
 }

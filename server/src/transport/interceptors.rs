@@ -172,7 +172,9 @@ impl CountingNackResponder {
                 self.stats.nacks_received.fetch_add(1, Ordering::Relaxed);
                 match stream.retransmission(seq) {
                     Some(packet) => {
-                        self.stats.nack_retransmitted.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .nack_retransmitted
+                            .fetch_add(1, Ordering::Relaxed);
                         self.write_queue.push_back(TaggedPacket {
                             now,
                             transport: TransportContext::default(),

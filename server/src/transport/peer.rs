@@ -71,7 +71,10 @@ fn interceptors(
     let _ = configure_nack(Registry::new(), media_engine);
     configure_simulcast_extension_headers(media_engine)?;
     let registry = Registry::new()
-        .with(Slot::NackResponder, CountingNackResponder::new(stats.clone()))
+        .with(
+            Slot::NackResponder,
+            CountingNackResponder::new(stats.clone()),
+        )
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::from(FEEDBACK_TAP_SLOT), FeedbackTap::default());

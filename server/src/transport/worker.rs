@@ -16,9 +16,9 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
@@ -689,7 +689,9 @@ impl Worker {
                 if let Some(mut sender) = c.pc.rtp_sender(sender)
                     && sender.write_rtcp(now, vec![Box::new(report)]).is_ok()
                 {
-                    self.stats.sender_reports_sent.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .sender_reports_sent
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 if !c.dirty {
                     c.dirty = true;
