@@ -156,3 +156,248 @@ async fn a_hundred_subscribers_asking_for_keyframes_cost_at_most_two_per_second(
     let _ = publisher.leave().await;
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------- loss and retransmission
+
+#[path = "common/lossy.rs"]
+mod lossy;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use lossy::{Impairment, LossyRelay};
+use prism_client::synthetic::parse_vp8;
+
+/// Publisher packet counters a subscriber received, and how many packets it read in all.
+type Seen = (BTreeSet<u64>, usize);
+
+struct LossRun {
+    relay: LossyRelay,
+    /// Per subscriber IP: unique publisher packets received, packets expected (from its first
+    /// packet to the last sent), total packets read.
+    received: HashMap<IpAddr, (usize, u64, usize)>,
+    sent: u64,
+    server: prism_server::Server,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One VP8 publisher (~1 Mbit/s) at `publisher_ip` and subscribers at `subscriber_ips`, all
+/// through a lossy relay; media runs for `seconds` once everyone receives it.
+async fn run_through_relay(
+    impairment: Impairment,
+    publisher_ip: &str,
+    subscriber_ips: &[&str],
+    seconds: u64,
+) -> LossRun {
+    let mut config = test_config();
+    config.rtc.workers = 1;
+    config.rtc.advertise_ips = vec![ip("127.0.0.2")];
+    let server = start_with(config).await;
+    let port = server.transport().workers()[0].bound.port();
+    let relay = LossyRelay::start(
+        SocketAddr::new(ip("127.0.0.2"), port),
+        SocketAddr::new(ip("127.0.0.1"), port),
+        impairment,
+    )
+    .await;
+    let url = http_url(&server);
+    let options = |addr: &str| ConnectOptions {
+        udp_addrs: Some(vec![format!("{addr}:0")]),
+        ..ConnectOptions::default()
+    };
+
+    let seen: Arc<Mutex<HashMap<IpAddr, Seen>>> = Arc::default();
+    let mut rooms = Vec::new();
+    for sub in subscriber_ips {
+        let (room, mut events) = Room::connect(&url, &token("loss", sub), options(sub))
+            .await
+            .expect("subscriber connects");
+        let (seen, sub_ip) = (seen.clone(), ip(sub));
+        seen.lock().unwrap().insert(sub_ip, Default::default());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let RoomEvent::TrackSubscribed { remote, .. } = event {
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        while let Ok(packet) = remote.read_rtp().await {
+                            if let Some(stamp) = parse_vp8(&packet.payload) {
+                                let mut seen = seen.lock().unwrap();
+                                let entry = seen.entry(sub_ip).or_default();
+                                entry.0.insert(stamp.counter);
+                                entry.1 += 1;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        rooms.push(room);
+    }
+    let (publisher, _events) =
+        Room::connect(&url, &token("loss", "publisher"), options(publisher_ip))
+            .await
+            .expect("publisher connects");
+    let video = publisher
+        .publish_track(TrackOptions::video("camera", Codec::Vp8, 640, 360))
+        .await
+        .expect("publish");
+    let sent = Arc::new(Mutex::new(0u64));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let media = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut source = Vp8Source::new(Vp8Config {
+                bitrate_bps: 1_000_000,
+                keyframe_interval: Duration::from_secs(60),
+                ..Vp8Config::default()
+            });
+            let mut keyframes = video.keyframe_requests();
+            let mut tick = tokio::time::interval(source.frame_interval());
+            while !*stop.borrow() {
+                tick.tick().await;
+                if keyframes.try_recv().is_some() {
+                    source.request_keyframe();
+                }
+                for packet in source.next_frame() {
+                    let _ = video.write_rtp(&packet).await;
+                    *sent.lock().unwrap() += 1;
+                }
+            }
+        })
+    };
+    let flowing = eventually(Duration::from_secs(20), || async {
+        seen.lock().unwrap().values().all(|(s, _)| s.len() > 30)
+    })
+    .await;
+    assert!(flowing, "every subscriber receives video through the relay");
+    tokio::time::sleep(Duration::from_secs(seconds)).await; // media runs under loss
+    stop_tx.send(true).unwrap();
+    media.await.unwrap();
+    let last = *sent.lock().unwrap() - 1;
+    // Retransmissions of the last packets take a few round trips.
+    eventually(Duration::from_secs(3), || async {
+        seen.lock()
+            .unwrap()
+            .values()
+            .all(|(s, _)| s.contains(&last))
+    })
+    .await;
+    let received = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(ip, (set, total))| {
+            let first = *set.iter().next().unwrap();
+            (*ip, (set.len(), last - first + 1, *total))
+        })
+        .collect();
+    for room in rooms {
+        let _ = room.leave().await;
+    }
+    let _ = publisher.leave().await;
+    LossRun {
+        relay,
+        received,
+        sent: last + 1,
+        server,
+    }
+}
+
+fn nack_stats(server: &prism_server::Server) -> (u64, u64, u64) {
+    let w = &server.transport().workers()[0].stats;
+    (
+        w.nacks_received.load(Ordering::Relaxed),
+        w.nack_retransmitted.load(Ordering::Relaxed),
+        w.nack_missed.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_percent_loss_to_one_subscriber_is_repaired_for_it_alone() {
+    let lossy_ip = "127.0.0.5";
+    let mut impairment = Impairment::default();
+    impairment.to_client.insert(ip(lossy_ip), 5);
+    impairment.from_client.insert(ip(lossy_ip), 5);
+    let run = run_through_relay(
+        impairment,
+        "127.0.0.6",
+        &[lossy_ip, "127.0.0.7", "127.0.0.8"],
+        6,
+    )
+    .await;
+    let (nacked, resent, missed) = nack_stats(&run.server);
+    let dropped = run
+        .relay
+        .counts(ip(lossy_ip))
+        .dropped_to_client
+        .load(Ordering::Relaxed);
+    eprintln!(
+        "relay dropped {dropped} datagrams to the lossy subscriber; server: {nacked} NACKed, {resent} resent, {missed} missed"
+    );
+    for (who, (unique, expected, total)) in &run.received {
+        let complete = *unique as f64 / *expected as f64;
+        eprintln!(
+            "{who}: {unique} of {expected} packets ({:.3}%), {total} read, relay delivered {} RTP datagrams",
+            complete * 100.0,
+            run.relay.counts(*who).rtp_to_client.load(Ordering::Relaxed)
+        );
+        assert!(
+            complete >= 0.995,
+            "{who}: stream {:.3}% complete",
+            complete * 100.0
+        );
+    }
+    assert!(dropped > 20, "the relay did drop packets");
+    assert!(resent > 0, "the server retransmitted");
+    // The others get each packet once: nothing beyond the publisher's packets reaches them.
+    for clean in ["127.0.0.7", "127.0.0.8"] {
+        let delivered = run
+            .relay
+            .counts(ip(clean))
+            .rtp_to_client
+            .load(Ordering::Relaxed);
+        assert!(
+            delivered <= run.sent,
+            "{clean} got {delivered} RTP datagrams for {} published packets",
+            run.sent
+        );
+    }
+    run.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_percent_publisher_loss_is_repaired_for_every_subscriber() {
+    let publisher_ip = "127.0.0.6";
+    let mut impairment = Impairment::default();
+    impairment.from_client.insert(ip(publisher_ip), 3);
+    let run = run_through_relay(
+        impairment,
+        publisher_ip,
+        &["127.0.0.7", "127.0.0.8", "127.0.0.9"],
+        6,
+    )
+    .await;
+    let dropped = run
+        .relay
+        .counts(ip(publisher_ip))
+        .dropped_from_client
+        .load(Ordering::Relaxed);
+    eprintln!("relay dropped {dropped} datagrams from the publisher");
+    assert!(dropped > 10, "the relay did drop the publisher's packets");
+    for (who, (unique, expected, _)) in &run.received {
+        let complete = *unique as f64 / *expected as f64;
+        eprintln!(
+            "{who}: {unique} of {expected} packets ({:.3}%)",
+            complete * 100.0
+        );
+        assert!(
+            complete >= 0.99,
+            "{who}: stream {:.3}% complete",
+            complete * 100.0
+        );
+    }
+    run.server.shutdown().await;
+}

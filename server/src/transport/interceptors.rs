@@ -98,34 +98,59 @@ impl Interceptor for FeedbackTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// A packet resent more often than this is given up on: the receiver evidently cannot get it
+/// (or cannot tell it got it), and each resend costs its link.
+const MAX_RESENDS: u8 = 3;
+/// Minimum time between two resends of one packet: a NACK repeated before our retransmission
+/// could have arrived is not a new loss.
+const RESEND_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
+struct Sent {
+    packet: rtp::Packet,
+    resends: u8,
+    last_resend: Option<Instant>,
+}
+
 /// Recently sent packets of one outgoing stream, by sequence number.
 struct SentStream {
-    ring: Vec<Option<rtp::Packet>>,
+    ring: Vec<Option<Sent>>,
     rtx: Option<(u32, u8)>,
     rtx_sequence: u16,
 }
 
 impl SentStream {
-    fn get(&self, seq: u16) -> Option<&rtp::Packet> {
+    fn get_mut(&mut self, seq: u16) -> Option<&mut Sent> {
         self.ring
-            .get(seq as usize % NACK_CACHE)?
-            .as_ref()
-            .filter(|p| p.header.sequence_number == seq)
+            .get_mut(seq as usize % NACK_CACHE)?
+            .as_mut()
+            .filter(|s| s.packet.header.sequence_number == seq)
     }
 
     /// The packet to send for a NACKed one: wrapped in RTX (RFC 4588: the original sequence
     /// number, then the original payload) when negotiated, else the packet itself again.
-    fn retransmission(&mut self, seq: u16) -> Option<rtp::Packet> {
-        let original = self.get(seq)?.clone();
+    fn retransmission(&mut self, seq: u16, now: Instant) -> Resend {
+        let Some(sent) = self.get_mut(seq) else {
+            return Resend::Gone;
+        };
+        if sent.resends >= MAX_RESENDS
+            || sent
+                .last_resend
+                .is_some_and(|at| now.saturating_duration_since(at) < RESEND_GAP)
+        {
+            return Resend::Suppressed;
+        }
+        sent.resends += 1;
+        sent.last_resend = Some(now);
+        let original = sent.packet.clone();
         let Some((ssrc, payload_type)) = self.rtx else {
-            return Some(original);
+            return Resend::Packet(original);
         };
         let mut payload = Vec::with_capacity(2 + original.payload.len());
         payload.extend_from_slice(&seq.to_be_bytes());
         payload.extend_from_slice(&original.payload);
         let sequence_number = self.rtx_sequence;
         self.rtx_sequence = self.rtx_sequence.wrapping_add(1);
-        Some(rtp::Packet {
+        Resend::Packet(rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
                 marker: original.header.marker,
@@ -138,6 +163,14 @@ impl SentStream {
             payload: payload.into(),
         })
     }
+}
+
+enum Resend {
+    Packet(rtp::Packet),
+    /// Resent too often or too recently.
+    Suppressed,
+    /// No longer (or never) in the cache.
+    Gone,
 }
 
 /// Answers NACKs for this connection's outgoing streams; counts into the worker's stats.
@@ -160,6 +193,18 @@ impl CountingNackResponder {
 
     fn answer(&mut self, now: Instant, nack: &TransportLayerNack) {
         let Some(stream) = self.streams.get_mut(&nack.media_ssrc) else {
+            // Not a stream we keep packets for (no NACK negotiated): count what is asked.
+            let asked: u32 = nack
+                .nacks
+                .iter()
+                .map(|p| 1 + p.lost_packets.count_ones())
+                .sum();
+            self.stats
+                .nacks_received
+                .fetch_add(asked as u64, Ordering::Relaxed);
+            self.stats
+                .nack_missed
+                .fetch_add(asked as u64, Ordering::Relaxed);
             return;
         };
         for pair in &nack.nacks {
@@ -170,8 +215,8 @@ impl CountingNackResponder {
             );
             for seq in lost {
                 self.stats.nacks_received.fetch_add(1, Ordering::Relaxed);
-                match stream.retransmission(seq) {
-                    Some(packet) => {
+                match stream.retransmission(seq, now) {
+                    Resend::Packet(packet) => {
                         self.stats
                             .nack_retransmitted
                             .fetch_add(1, Ordering::Relaxed);
@@ -182,7 +227,10 @@ impl CountingNackResponder {
                                 .with(Attribute::Retransmission),
                         });
                     }
-                    None => {
+                    Resend::Suppressed => {
+                        self.stats.nack_suppressed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Resend::Gone => {
                         self.stats.nack_missed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -221,9 +269,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CountingNackResponder {
         {
             // A header clone and a reference count on the shared payload.
             if stream.ring.is_empty() {
-                stream.ring.resize(NACK_CACHE, None);
+                stream.ring.resize_with(NACK_CACHE, || None);
             }
-            stream.ring[packet.header.sequence_number as usize % NACK_CACHE] = Some(packet.clone());
+            stream.ring[packet.header.sequence_number as usize % NACK_CACHE] = Some(Sent {
+                packet: packet.clone(),
+                resends: 0,
+                last_resend: None,
+            });
         }
         self.write_queue.push_back(msg);
         Ok(())
@@ -244,6 +296,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CountingNackResponder {
 
 impl Interceptor for CountingNackResponder {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
+        tracing::trace!(ssrc = info.ssrc, rtx = ?info.ssrc_rtx, mime = %info.mime_type, feedback = ?info.rtcp_feedback, "local stream bound");
         let nack = info
             .rtcp_feedback
             .iter()

@@ -77,6 +77,9 @@ pub struct WorkerStats {
     pub nacks_received: AtomicU64,
     pub nack_retransmitted: AtomicU64,
     pub nack_missed: AtomicU64,
+    /// NACKed sequence numbers not resent because that packet was resent too recently or too
+    /// often already.
+    pub nack_suppressed: AtomicU64,
     /// Sender reports sent to subscribers, translated from their publisher's.
     pub sender_reports_sent: AtomicU64,
 }
@@ -571,6 +574,11 @@ impl Worker {
             let Some(c) = self.conns.get_mut(&s.conn) else {
                 continue;
             };
+            // Until DTLS is up there are no SRTP keys; the subscriber starts on a keyframe
+            // once connected anyway.
+            if !c.connected {
+                continue;
+            }
             let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
                 continue;
             };
@@ -795,6 +803,7 @@ impl Worker {
             }
         }
         let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+        tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
 
@@ -1062,11 +1071,8 @@ impl Worker {
                     ..Default::default()
                 },
                 active: true,
-                // No codec preference: the offer lists every codec we support, so the
-                // subscriber's answer negotiates them all. webrtc-rs fixes a connection's codec
-                // set at its first negotiated video (or audio) section and offers no way to
-                // widen it later; with a preference here, a subscriber first given VP8 could
-                // never receive H.264. The payload type is looked up by MIME type on answer.
+                // The codec binds the stream to the interceptors (NACK responder, RTX).
+                codec: receiver.rtp_codec.clone(),
                 ..Default::default()
             }],
         );
@@ -1092,6 +1098,16 @@ impl Worker {
                 return;
             }
         };
+        // No codec preference, so the offer lists every codec we support and the subscriber's
+        // answer negotiates them all: webrtc-rs fixes a connection's codec set at its first
+        // negotiated video (or audio) section and offers no way to widen it later, so with a
+        // preference a subscriber first given VP8 could never receive H.264. The payload type
+        // is looked up by MIME type when the answer arrives.
+        if let Some(mut t) = c.pc.rtp_transceiver(transceiver)
+            && let Err(e) = t.set_codec_preferences(Vec::new())
+        {
+            tracing::debug!(conn = spec.subscriber.0, error = %e, "clearing codec preferences");
+        }
         let munger = RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, needs_keyframe);
         let dt = DownTrack::new(
             dt_id,
