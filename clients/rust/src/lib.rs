@@ -71,7 +71,8 @@ pub use error::{ClientError, Result};
 pub use events::{ConnectionState, RoomEvent, RoomEvents};
 pub use room::{ConnectOptions, Room};
 pub use track::{
-    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, TrackKind, TrackOptions,
+    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, SenderReportTime, TrackKind,
+    TrackOptions,
 };
 
 /// The signaling message types the SDK speaks (re-exported from `prism-proto`).

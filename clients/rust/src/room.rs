@@ -964,6 +964,7 @@ impl Engine {
                     kind,
                     track,
                     repair: Arc::new(RtxRepair::new()),
+                    sender_report: Default::default(),
                 };
                 let info = {
                     let mut snap = lock(&self.shared);

@@ -432,6 +432,17 @@ pub struct RemoteTrack {
     pub(crate) kind: TrackKind,
     pub(crate) track: Arc<dyn TrackRemote>,
     pub(crate) repair: Arc<RtxRepair>,
+    pub(crate) sender_report: Arc<std::sync::Mutex<Option<SenderReportTime>>>,
+}
+
+/// The sender's clock as its latest RTCP sender report states it: this NTP time (32.32 fixed
+/// point seconds since 1900) corresponds to this RTP timestamp of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderReportTime {
+    /// NTP timestamp.
+    pub ntp: u64,
+    /// RTP timestamp at that instant.
+    pub rtp: u32,
 }
 
 /// Undoes RFC 4588 retransmission wrapping for a remote track. webrtc-rs 0.21.1 only unwraps RTX
@@ -553,10 +564,31 @@ impl RemoteTrack {
                     }
                     return Ok(packet);
                 }
+                Some(TrackRemoteEvent::OnRtcpPacket(packets)) => {
+                    for p in packets {
+                        if let Some(sr) = p
+                            .as_any()
+                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                        {
+                            let mut last =
+                                self.sender_report.lock().unwrap_or_else(|p| p.into_inner());
+                            *last = Some(SenderReportTime {
+                                ntp: sr.ntp_time,
+                                rtp: sr.rtp_time,
+                            });
+                        }
+                    }
+                }
                 Some(TrackRemoteEvent::OnEnded) | None => return Err(ClientError::TrackEnded),
                 Some(_) => continue,
             }
         }
+    }
+
+    /// The latest sender report received for this track (updated while [`Self::read_rtp`] is
+    /// being called).
+    pub fn last_sender_report(&self) -> Option<SenderReportTime> {
+        *self.sender_report.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the publisher (through the server) for a keyframe.
