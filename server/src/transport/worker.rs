@@ -98,6 +98,7 @@ pub struct WorkerSnapshot {
 const COMMAND_QUEUE: usize = 8192;
 const MAX_DATAGRAMS_PER_WAKE: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+const COUNTERS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) fn spawn(
     index: usize,
@@ -216,6 +217,7 @@ impl Worker {
 
     async fn run(mut self, mut commands: mpsc::Receiver<WorkerCommand>) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut next_counters_log = Instant::now() + COUNTERS_LOG_INTERVAL;
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if self.stats.stop.load(Ordering::Relaxed) {
@@ -249,6 +251,10 @@ impl Worker {
                     let now = Instant::now();
                     self.request_pending_keyframes(now);
                     self.send_sender_reports(now);
+                    if now >= next_counters_log {
+                        next_counters_log = now + COUNTERS_LOG_INTERVAL;
+                        self.log_counters();
+                    }
                 }
             }
             let now = Instant::now();
@@ -273,6 +279,37 @@ impl Worker {
         }
         let _ = self.send_queue.flush(&self.socket).await;
         tracing::info!(worker = self.index, "media worker stopped");
+    }
+
+    /// The feedback counters at debug level (totals since start; the metrics endpoint will
+    /// export the same atomics).
+    fn log_counters(&self) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rtt_ms: Vec<u64> = self
+            .conns
+            .values()
+            .filter_map(|c| c.rtt.map(|r| r.as_millis() as u64))
+            .collect();
+        tracing::debug!(
+            worker = self.index,
+            connections = self.conns.len(),
+            rtp_forwarded = load(&s.rtp_forwarded),
+            nacks_received = load(&s.nacks_received),
+            nack_retransmitted = load(&s.nack_retransmitted),
+            nack_missed = load(&s.nack_missed),
+            nack_suppressed = load(&s.nack_suppressed),
+            pli_received = load(&s.pli_received),
+            fir_received = load(&s.fir_received),
+            keyframe_requests = load(&s.keyframe_requests),
+            keyframe_requests_throttled = load(&s.keyframe_requests_throttled),
+            sender_reports_sent = load(&s.sender_reports_sent),
+            rtt_ms = ?rtt_ms.iter().max(),
+            "feedback counters"
+        );
     }
 
     fn next_id(&mut self) -> u64 {
