@@ -105,6 +105,30 @@ fn parse_rss_kb(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// Busy and total clock ticks of the whole machine (all cores) from /proc/stat.
+pub fn system_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_system_ticks(&stat)
+}
+
+fn parse_system_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Number of CPUs the machine has online.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// One sample of the server over the run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sample {
@@ -269,6 +293,13 @@ mod tests {
         let stat = "1234 (pr is) m) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 2000 300";
         assert_eq!(parse_stat(stat), Some((250, 50)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_system_ticks() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_system_ticks(stat), Some((150, 1000)));
+        assert!(system_ticks().is_some());
     }
 
     #[test]

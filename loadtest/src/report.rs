@@ -40,6 +40,10 @@ pub struct RunRecord {
     pub window_tx_packets: u64,
     /// The server, when measured.
     pub server: Option<ServerRecord>,
+    /// The load tester's own CPU seconds within the window.
+    pub tester_window_cpu_secs: Option<f64>,
+    /// The whole machine's busy fraction (0..=1 of all cores) within the window.
+    pub machine_busy: Option<f64>,
     /// Set when the run did not complete, with why.
     pub partial: Option<String>,
 }
@@ -84,6 +88,8 @@ pub struct Report {
     pub traffic: Traffic,
     /// The server's CPU and memory, when measured.
     pub server: Option<ServerSummary>,
+    /// The load tester and the machine (the tester shares the machine with the server).
+    pub machine: MachineSummary,
     /// Every published track.
     pub publications: Vec<PublicationRow>,
     /// Every subscribed track of every subscriber.
@@ -141,6 +147,8 @@ pub struct KindSummary {
     pub duplicates: u64,
     /// Packets with no readable or an altered stamp.
     pub bad_payloads: u64,
+    /// Tracks that had media before the window and none within it.
+    pub stalled: u64,
     /// Token to first packet, ms, over tracks.
     pub join_ms: Option<Percentiles>,
     /// Loss per track, %, over tracks.
@@ -191,6 +199,17 @@ pub struct ServerSummary {
     pub error: Option<String>,
     /// Once-a-second samples.
     pub samples: Vec<Sample>,
+}
+
+/// Who else used the CPU.
+#[derive(Debug, Serialize)]
+pub struct MachineSummary {
+    /// CPUs online.
+    pub cpus: usize,
+    /// The load tester's CPU within the window, % of one core.
+    pub tester_cpu_window_pct: Option<f64>,
+    /// All cores busy within the window, % of the machine (100 = every core saturated).
+    pub machine_busy_pct: Option<f64>,
 }
 
 /// One published track.
@@ -415,6 +434,14 @@ impl Report {
             audio: summarize("audio"),
             traffic,
             server,
+            machine: MachineSummary {
+                cpus: crate::procstat::cpu_count(),
+                tester_cpu_window_pct: record
+                    .tester_window_cpu_secs
+                    .zip(window)
+                    .map(|(c, w)| c / w * 100.0),
+                machine_busy_pct: record.machine_busy.map(|b| b * 100.0),
+            },
             publications,
             subscriptions: rows,
         }
@@ -482,7 +509,7 @@ impl Report {
 
         let _ = writeln!(
             out,
-            "\n{:<28} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "\n{:<32} {:>8} {:>10} {:>10} {:>10} {:>10}",
             "", "n", "p50", "p95", "p99", "max"
         );
         row(&mut out, "connect (token->join) ms", p.connect_ms.as_ref());
@@ -502,14 +529,15 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\n{name}: {} tracks; packets expected {}, received {}, lost {} ({:.3}%), \
-                 duplicates {}, bad payloads {}; NACKs sent n/a, PLIs sent n/a",
+                 duplicates {}, bad payloads {}, stalled tracks {}; NACKs sent n/a, PLIs sent n/a",
                 k.tracks,
                 k.packets_expected,
                 k.packets_received,
                 k.packets_lost,
                 k.loss_pct,
                 k.duplicates,
-                k.bad_payloads
+                k.bad_payloads,
+                k.stalled
             );
             if !k.layers.is_empty() {
                 let layers: Vec<String> =
@@ -552,6 +580,14 @@ impl Report {
                 let _ = writeln!(out, "server sampling error: {e}");
             }
         }
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "machine ({} CPUs) busy in window {}; load tester itself {} of one core",
+            m.cpus,
+            opt(m.machine_busy_pct, |v| format!("{v:.0}%")),
+            opt(m.tester_cpu_window_pct, |v| format!("{v:.0}%")),
+        );
         let mut worst: Vec<&SubscriptionRow> =
             self.subscriptions.iter().filter(|r| r.lost > 0).collect();
         worst.sort_by(|a, b| b.loss_pct.total_cmp(&a.loss_pct));
@@ -593,12 +629,12 @@ fn row(out: &mut String, name: &str, p: Option<&Percentiles>) {
         Some(p) => {
             let _ = writeln!(
                 out,
-                "{name:<28} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                "{name:<32} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
                 p.count, p.p50, p.p95, p.p99, p.max
             );
         }
         None => {
-            let _ = writeln!(out, "{name:<28} {:>8} {:>10}", 0, "n/a");
+            let _ = writeln!(out, "{name:<32} {:>8} {:>10}", 0, "n/a");
         }
     }
 }
@@ -611,7 +647,12 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
     let mut loss = vec![];
     let mut bitrate = vec![];
     let mut with_media = 0;
+    let mut stalled = 0;
     for t in tracks {
+        if t.window_start.is_some() && t.first_packet_at.is_some() && t.last_packet_at.is_none()
+        {
+            stalled += 1;
+        }
         if t.first_packet_at.is_none() {
             continue;
         }
@@ -647,6 +688,7 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
         },
         duplicates: dups,
         bad_payloads: bad,
+        stalled,
         join_ms: Percentiles::of(&join),
         loss_pct_per_track: Percentiles::of(&loss),
         latency_ms: latency.percentiles_ms(),

@@ -124,6 +124,7 @@ pub async fn run(
 
     // Settle, then the measured window.
     let mut window: Option<(Instant, u64, u64, u64, Option<f64>)> = None;
+    let mut tester_start = None;
     if !interrupted && run.fatal.is_none() {
         run.phase = "settling";
         interrupted = run
@@ -142,6 +143,10 @@ pub async fn run(
                 }
             }
             let cpu = run.sampler.as_mut().and_then(|s| s.sample()).map(|u| u.cpu_secs);
+            tester_start = Some((
+                crate::procstat::usage(std::process::id()).ok(),
+                crate::procstat::system_ticks(),
+            ));
             window = Some((
                 now,
                 shared.rx_packets.load(Ordering::Relaxed),
@@ -158,6 +163,19 @@ pub async fn run(
 
     // Snapshot the window before anyone leaves.
     let end_cpu = run.sampler.as_mut().and_then(|s| s.sample()).map(|u| u.cpu_secs);
+    let (tester_window_cpu_secs, machine_busy) = match tester_start {
+        Some((usage0, ticks0)) => {
+            let usage1 = crate::procstat::usage(std::process::id()).ok();
+            let ticks1 = crate::procstat::system_ticks();
+            (
+                usage0.zip(usage1).map(|(a, b)| b.cpu_secs - a.cpu_secs),
+                ticks0.zip(ticks1).and_then(|((b0, t0), (b1, t1))| {
+                    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+                }),
+            )
+        }
+        None => (None, None),
+    };
     let (window_len, rx, rx_bytes, tx, window_cpu) = match window {
         Some((at, rx0, bytes0, tx0, cpu0)) => (
             Some(at.elapsed()),
@@ -195,6 +213,8 @@ pub async fn run(
         window_rx_bytes: rx_bytes,
         window_tx_packets: tx,
         server,
+        tester_window_cpu_secs,
+        machine_busy,
         partial,
     };
     let report = Report::build(&record);
