@@ -164,7 +164,10 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
         set_opt(&mut top.bitrate_bps, args.video_bitrate);
     }
     if let Some(fps) = args.fps {
-        s.video.layers.iter_mut().for_each(|l: &mut Layer| l.fps = fps);
+        s.video
+            .layers
+            .iter_mut()
+            .for_each(|l: &mut Layer| l.fps = fps);
     }
     set_opt(&mut s.video.keyframe_interval_secs, args.keyframe_interval);
     set_opt(&mut s.audio.bitrate_bps, args.audio_bitrate);

@@ -157,6 +157,8 @@ pub struct Publication {
     pub kind: TrackKind,
     /// Published layer name (video).
     pub layer: Option<String>,
+    /// Frames (video) or packets (audio) per second it should send.
+    pub target_rate: f64,
     /// The counters.
     pub stats: Mutex<PublishStats>,
 }
@@ -283,6 +285,7 @@ impl Participant {
                 track_sid: track.sid().to_owned(),
                 kind: TrackKind::Video,
                 layer: Some(layer.name.clone()),
+                target_rate: f64::from(layer.fps),
                 stats: Mutex::default(),
             });
             lock(&self.publications).push(publication.clone());
@@ -306,6 +309,7 @@ impl Participant {
                 track_sid: track.sid().to_owned(),
                 kind: TrackKind::Audio,
                 layer: None,
+                target_rate: 50.0,
                 stats: Mutex::default(),
             });
             lock(&self.publications).push(publication.clone());
@@ -516,6 +520,7 @@ async fn publish_video(
         s.write_errors += errors;
         s.keyframe_requests += requested;
         s.keyframes += u64::from(keyframe);
+        s.frames += 1;
     }
 }
 
@@ -540,6 +545,7 @@ async fn publish_audio(
         match result {
             Ok(()) => {
                 s.packets += 1;
+                s.frames += 1;
                 s.bytes += packet.payload.len() as u64;
                 shared.tx_packets.fetch_add(1, Ordering::Relaxed);
             }

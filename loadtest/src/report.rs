@@ -233,6 +233,10 @@ pub struct PublicationRow {
     pub keyframes: u64,
     /// PLI/FIR received from the server.
     pub keyframe_requests: u64,
+    /// Frames (video) or packets (audio) per second it should send.
+    pub target_rate: f64,
+    /// What it achieved within the window (below target = the load tester fell behind).
+    pub window_rate: Option<f64>,
     /// Failed writes.
     pub write_errors: u64,
 }
@@ -336,7 +340,9 @@ impl Report {
                 Status::Joining if !started => not_started += 1,
                 Status::Joining => {
                     failed += 1;
-                    *errors.entry("join still in progress at the end".into()).or_default() += 1;
+                    *errors
+                        .entry("join still in progress at the end".into())
+                        .or_default() += 1;
                 }
             }
             tracks_expected += u64::from(p.expected_tracks);
@@ -377,11 +383,33 @@ impl Report {
                     bytes_sent: s.bytes,
                     keyframes: s.keyframes,
                     keyframe_requests: s.keyframe_requests,
+                    target_rate: publication.target_rate,
+                    window_rate: s
+                        .frames_at_window_start
+                        .zip(record.window.filter(|w| !w.is_zero()))
+                        .map(|(f0, w)| (s.frames - f0) as f64 / w.as_secs_f64()),
                     write_errors: s.write_errors,
                 });
             }
         }
 
+        let behind = publications
+            .iter()
+            .filter(|p| p.window_rate.is_some_and(|r| r < 0.95 * p.target_rate))
+            .count();
+        if behind > 0 {
+            let worst = publications
+                .iter()
+                .filter_map(|p| Some(p.window_rate? / p.target_rate))
+                .fold(f64::INFINITY, f64::min);
+            notes.push(format!(
+                "the load tester fell behind its own schedule: {behind} of {} published tracks \
+                 sent under 95% of their frame/packet rate (worst {:.0}%); it is saturated, so \
+                 latency and bitrate reflect the tester as much as the server",
+                publications.len(),
+                worst * 100.0
+            ));
+        }
         let summarize = |kind: &'static str| {
             per_kind
                 .get(kind)
@@ -520,9 +548,21 @@ impl Report {
                 &format!("{name} join (token->1st pkt) ms"),
                 k.join_ms.as_ref(),
             );
-            row(&mut out, &format!("{name} loss per track %"), k.loss_pct_per_track.as_ref());
-            row(&mut out, &format!("{name} one-way latency ms"), k.latency_ms.as_ref());
-            row(&mut out, &format!("{name} bitrate kbit/s"), k.bitrate_kbps.as_ref());
+            row(
+                &mut out,
+                &format!("{name} loss per track %"),
+                k.loss_pct_per_track.as_ref(),
+            );
+            row(
+                &mut out,
+                &format!("{name} one-way latency ms"),
+                k.latency_ms.as_ref(),
+            );
+            row(
+                &mut out,
+                &format!("{name} bitrate kbit/s"),
+                k.bitrate_kbps.as_ref(),
+            );
         }
         for (name, k) in [("video", &self.video), ("audio", &self.audio)] {
             let Some(k) = k else { continue };
@@ -596,8 +636,15 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  {:<14} {:<10} {:<10} {:<5} {:>9} {:>9} {:>8} {:>10} {:>10}  layer",
-                "room", "subscriber", "publisher", "kind", "expected", "received", "loss %",
-                "p99 ms", "kbit/s"
+                "room",
+                "subscriber",
+                "publisher",
+                "kind",
+                "expected",
+                "received",
+                "loss %",
+                "p99 ms",
+                "kbit/s"
             );
             for r in worst.iter().take(10) {
                 let _ = writeln!(
@@ -649,8 +696,7 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
     let mut with_media = 0;
     let mut stalled = 0;
     for t in tracks {
-        if t.window_start.is_some() && t.first_packet_at.is_some() && t.last_packet_at.is_none()
-        {
+        if t.window_start.is_some() && t.first_packet_at.is_some() && t.last_packet_at.is_none() {
             stalled += 1;
         }
         if t.first_packet_at.is_none() {

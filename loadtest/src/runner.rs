@@ -141,8 +141,16 @@ pub async fn run(
                 for s in lock(&p.subscriptions).iter() {
                     lock(&s.stats).start_window(now);
                 }
+                for publication in lock(&p.publications).iter() {
+                    let mut s = lock(&publication.stats);
+                    s.frames_at_window_start = Some(s.frames);
+                }
             }
-            let cpu = run.sampler.as_mut().and_then(|s| s.sample()).map(|u| u.cpu_secs);
+            let cpu = run
+                .sampler
+                .as_mut()
+                .and_then(|s| s.sample())
+                .map(|u| u.cpu_secs);
             tester_start = Some((
                 crate::procstat::usage(std::process::id()).ok(),
                 crate::procstat::system_ticks(),
@@ -156,13 +164,22 @@ pub async fn run(
             ));
             run.phase = "measuring";
             interrupted = run
-                .wait(scenario.duration(), &mut interrupt, &mut join_rx, &mut second)
+                .wait(
+                    scenario.duration(),
+                    &mut interrupt,
+                    &mut join_rx,
+                    &mut second,
+                )
                 .await;
         }
     }
 
     // Snapshot the window before anyone leaves.
-    let end_cpu = run.sampler.as_mut().and_then(|s| s.sample()).map(|u| u.cpu_secs);
+    let end_cpu = run
+        .sampler
+        .as_mut()
+        .and_then(|s| s.sample())
+        .map(|u| u.cpu_secs);
     let (tester_window_cpu_secs, machine_busy) = match tester_start {
         Some((usage0, ticks0)) => {
             let usage1 = crate::procstat::usage(std::process::id()).ok();
@@ -310,7 +327,10 @@ impl Runner {
             0.0
         };
         let server = server.map_or(String::new(), |(cpu, rss)| {
-            format!(" | server cpu {cpu:.0}% rss {:.0} MiB", rss as f64 / 1_048_576.0)
+            format!(
+                " | server cpu {cpu:.0}% rss {:.0} MiB",
+                rss as f64 / 1_048_576.0
+            )
         });
         let line = format!(
             "[{:>4.0}s {}] joined {joined}/{} failed {failed} | tracks {tracks} | rx {:.0} pkt/s \
@@ -333,7 +353,7 @@ impl Runner {
         let leaves = self.rooms.drain(..).map(|room| async move {
             let _ = room.leave().await;
         });
-        let _ = tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(leaves))
-            .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(leaves)).await;
     }
 }

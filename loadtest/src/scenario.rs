@@ -314,7 +314,10 @@ impl Scenario {
             return bad("video.layers needs at least one layer");
         }
         for layer in &self.video.layers {
-            if layer.width == 0 || layer.height == 0 || layer.width > 0x3fff || layer.height > 0x3fff
+            if layer.width == 0
+                || layer.height == 0
+                || layer.width > 0x3fff
+                || layer.height > 0x3fff
             {
                 return bad("layer width and height must be 1..=16383");
             }

@@ -33,7 +33,9 @@ impl Histogram {
         if us <= 1 {
             return 0;
         }
-        ((us as f64).ln() / GROWTH.ln()).ceil().min((BUCKETS - 1) as f64) as usize
+        ((us as f64).ln() / GROWTH.ln())
+            .ceil()
+            .min((BUCKETS - 1) as f64) as usize
     }
 
     fn value(index: usize) -> u64 {
@@ -160,7 +162,11 @@ impl SequenceTracker {
         let old = self.recent;
         for i in (0..16).rev() {
             let src = i as isize - words as isize;
-            let mut v = if src >= 0 { old[src as usize] << bits } else { 0 };
+            let mut v = if src >= 0 {
+                old[src as usize] << bits
+            } else {
+                0
+            };
             if bits > 0 && src > 0 {
                 v |= old[src as usize - 1] >> (64 - bits);
             }
@@ -319,6 +325,10 @@ pub struct PublishStats {
     pub keyframes: u64,
     /// PLI/FIR the server sent for this track.
     pub keyframe_requests: u64,
+    /// Frames (video) or packets (audio) generated.
+    pub frames: u64,
+    /// `frames` when the measured window started.
+    pub frames_at_window_start: Option<u64>,
     /// Writes that failed.
     pub write_errors: u64,
 }
@@ -350,7 +360,10 @@ mod tests {
     fn percentiles_nearest_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let p = Percentiles::of(&v).unwrap();
-        assert_eq!((p.p50, p.p95, p.p99, p.max, p.count), (50.0, 95.0, 99.0, 100.0, 100));
+        assert_eq!(
+            (p.p50, p.p95, p.p99, p.max, p.count),
+            (50.0, 95.0, 99.0, 100.0, 100)
+        );
         assert!(Percentiles::of(&[]).is_none());
     }
 

@@ -116,14 +116,20 @@ async fn bad_credentials_and_refused_joins_are_fatal() {
     })
     .await;
     let e = outcome.fatal.expect("fatal");
-    assert!(matches!(e, JoinError::Unauthorized { status: 401, .. }), "{e:?}");
+    assert!(
+        matches!(e, JoinError::Unauthorized { status: 401, .. }),
+        "{e:?}"
+    );
     let outcome = run(Scenario {
         url,
         api_key: "nobody".into(),
         ..Scenario::default()
     })
     .await;
-    assert!(matches!(outcome.fatal, Some(JoinError::Unauthorized { .. })));
+    assert!(matches!(
+        outcome.fatal,
+        Some(JoinError::Unauthorized { .. })
+    ));
     server.shutdown().await;
 
     let mut config = test_config();
@@ -161,7 +167,12 @@ async fn binary_exits_non_zero_with_a_clear_message() {
     let (server, url) = start(test_config()).await;
     let url2 = url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        loadtest(&["--url", &url2, "--api-secret", "wrong-wrong-wrong-wrong-wrong-wrong"])
+        loadtest(&[
+            "--url",
+            &url2,
+            "--api-secret",
+            "wrong-wrong-wrong-wrong-wrong-wrong",
+        ])
     })
     .await
     .unwrap();
@@ -178,7 +189,16 @@ async fn binary_exits_non_zero_with_a_clear_message() {
     let json = std::env::temp_dir().join(format!("loadtest-{}.json", std::process::id()));
     let json_arg = json.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        loadtest(&["--url", &url, "--subscribers", "1", "--settle", "0.5", "--json", &json_arg])
+        loadtest(&[
+            "--url",
+            &url,
+            "--subscribers",
+            "1",
+            "--settle",
+            "0.5",
+            "--json",
+            &json_arg,
+        ])
     })
     .await
     .unwrap();
