@@ -295,13 +295,15 @@ impl Scenario {
         if self.participants_per_room() == 0 {
             return bad("a room needs at least one publisher or subscriber");
         }
-        if !(self.duration_secs > 0.0) {
+        if !positive(self.duration_secs) {
             return bad("duration_secs must be positive");
         }
-        if !(self.join_rate > 0.0) {
+        if !positive(self.join_rate) {
             return bad("join_rate must be positive");
         }
-        if !(self.join_timeout_secs > 0.0) || self.settle_secs < 0.0 {
+        if !positive(self.join_timeout_secs)
+            || !(self.settle_secs == 0.0 || positive(self.settle_secs))
+        {
             return bad("join_timeout_secs must be positive and settle_secs not negative");
         }
         if self.video.codec != VideoCodec::Vp8 {
@@ -325,7 +327,7 @@ impl Scenario {
                 return bad("layer bitrate_bps and fps must be positive");
             }
         }
-        if !(self.video.keyframe_interval_secs > 0.0) || self.video.mtu < 100 {
+        if !positive(self.video.keyframe_interval_secs) || self.video.mtu < 100 {
             return bad("video.keyframe_interval_secs must be positive and video.mtu >= 100");
         }
         if self.audio.bitrate_bps < 8_000 {
@@ -420,6 +422,11 @@ impl Scenario {
         }
         notes
     }
+}
+
+/// Finite and above zero (durations built from it must not panic).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// What one participant does.
