@@ -334,8 +334,12 @@ impl Participant {
         if let Some(s) = selector.as_mut() {
             s.catch_up(&room).await;
         }
+        // The server says why it drops a session in an `error` just before closing signaling
+        // (e.g. a peer connection that did not connect in time); keep it for the report.
+        let mut last_error: Option<String> = None;
         while let Some(event) = events.recv().await {
             match event {
+                RoomEvent::Error(e) => last_error = Some(e.to_string()),
                 RoomEvent::TrackPublished { track, .. } => {
                     if let Some(s) = selector.as_mut() {
                         s.consider(&room, &track.sid, track.kind()).await;
@@ -363,7 +367,14 @@ impl Participant {
                 RoomEvent::Disconnected { reason, message } => {
                     let mut status = lock(&self.status);
                     if matches!(*status, Status::Joined { .. }) && !*shared.stop.borrow() {
-                        *status = Status::Disconnected(format!("{reason:?} {message}"));
+                        let mut why = format!("{reason:?}");
+                        if !message.is_empty() {
+                            why = format!("{why} {message}");
+                        }
+                        if let Some(e) = &last_error {
+                            why = format!("{why} (last server error: {e})");
+                        }
+                        *status = Status::Disconnected(why);
                     }
                     break;
                 }
