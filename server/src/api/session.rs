@@ -34,9 +34,12 @@ fn room_error(request: &str, e: RoomError) -> SignalResponse {
     let code = match e {
         RoomError::TrackNotFound(_)
         | RoomError::ParticipantNotFound
+        | RoomError::IdentityNotFound(_)
         | RoomError::RoomNotFound(_) => ErrorCode::NotFound,
         RoomError::NotAllowed(_) => ErrorCode::NotAllowed,
-        _ => ErrorCode::Internal,
+        RoomError::InvalidArgument(_) => ErrorCode::BadRequest,
+        RoomError::RoomFull(..) => ErrorCode::RoomFull,
+        RoomError::RoomClosed(_) | RoomError::Transport(_) => ErrorCode::Internal,
     };
     error(code, request, e.to_string())
 }
@@ -268,7 +271,12 @@ impl Session {
                 "the offer has no SDP",
             ));
         }
-        if !self.spec.permission.can_publish && sends_media(&offer.sdp) {
+        // Permissions can change while connected (control plane): ask the room, not the token.
+        let can_publish = self
+            .room
+            .permission(&self.sid)
+            .map_or(self.spec.permission.can_publish, |p| p.can_publish);
+        if !can_publish && sends_media(&offer.sdp) {
             return Some(error(
                 ErrorCode::NotAllowed,
                 "offer",
@@ -335,6 +343,7 @@ impl Session {
                     reason,
                 ))
             }
+            ConnEvent::Data { reliable, payload } => return self.on_data(ws, reliable, payload).await,
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
@@ -353,6 +362,37 @@ impl Session {
         )
         .await)
             .then_some(DisconnectReason::SignalingClosed)
+    }
+}
+
+impl Session {
+    /// A data channel message from the participant: relay it to the room.
+    async fn on_data(
+        &mut self,
+        ws: &mut WebSocket,
+        reliable: bool,
+        payload: bytes::Bytes,
+    ) -> Option<DisconnectReason> {
+        let mut packet = match <pb::DataPacket as prost::Message>::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                let reply = error(ErrorCode::BadRequest, "data", format!("undecodable data packet: {e}"));
+                return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
+            }
+        };
+        // The channel it came on decides how it is relayed.
+        packet.set_kind(if reliable {
+            pb::data_packet::Kind::Reliable
+        } else {
+            pb::data_packet::Kind::Lossy
+        });
+        match self.room.send_data(Some(&self.sid), packet) {
+            Ok(_) => None,
+            Err(e) => {
+                let reply = room_error("data", e);
+                (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed)
+            }
+        }
     }
 }
 

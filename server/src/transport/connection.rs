@@ -29,6 +29,7 @@ pub(crate) struct Connection {
     pub deadline: Option<Instant>,
     pub dirty: bool,
     pub connected: bool,
+    pub data_channels: super::data::DataChannels,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +69,7 @@ impl Connection {
             deadline: None,
             dirty: true,
             connected: false,
+            data_channels: Default::default(),
         }
     }
 

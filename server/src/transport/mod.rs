@@ -3,6 +3,7 @@
 //! worker through [`WorkerHandle`] (commands in) and per-connection [`ConnEvent`]s (events out).
 
 mod connection;
+mod data;
 pub mod peer;
 pub mod stun;
 pub mod udp;
@@ -98,6 +99,11 @@ pub enum ConnEvent {
     Unsubscribed {
         track_sid: String,
     },
+    /// A message arrived on one of the client's data channels (see `transport::data`).
+    Data {
+        reliable: bool,
+        payload: bytes::Bytes,
+    },
 }
 
 /// Asks a worker to do something with its connections.
@@ -136,6 +142,12 @@ pub(crate) enum WorkerCommand {
     },
     Close {
         conn: ConnId,
+    },
+    /// Writes one message to these connections' reliable or lossy data channel.
+    SendData {
+        conns: Vec<ConnId>,
+        reliable: bool,
+        payload: bytes::Bytes,
     },
     Snapshot {
         reply: oneshot::Sender<WorkerSnapshot>,
@@ -253,6 +265,20 @@ impl WorkerHandle {
         self.post(WorkerCommand::Unpublish {
             publisher,
             track_id,
+        })
+    }
+
+    /// Sends `payload` on each connection's reliable (else lossy) data channel.
+    pub fn send_data(
+        &self,
+        conns: Vec<ConnId>,
+        reliable: bool,
+        payload: bytes::Bytes,
+    ) -> Result<(), TransportError> {
+        self.post(WorkerCommand::SendData {
+            conns,
+            reliable,
+            payload,
         })
     }
 

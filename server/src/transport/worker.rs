@@ -60,6 +60,7 @@ pub struct WorkerStats {
     pub rtp_forwarded: AtomicU64,
     pub rtp_forward_errors: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub data: super::data::DataStats,
 }
 
 /// What a worker holds, for leak checks and diagnostics.
@@ -390,8 +391,10 @@ impl Worker {
                 events.push(event);
             }
             while let Some(message) = c.pc.poll_read() {
-                if let RTCMessage::RtpPacket(track_id, packet) = message.message {
-                    packets.push((track_id, packet));
+                match message.message {
+                    RTCMessage::RtpPacket(track_id, packet) => packets.push((track_id, packet)),
+                    RTCMessage::DataChannelMessage(channel, m) => super::data::on_message(c, channel, m),
+                    _ => {}
                 }
             }
         }
@@ -427,6 +430,11 @@ impl Worker {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.on_track_open(id, init, now);
+            }
+            RTCPeerConnectionEvent::OnDataChannel(event) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    super::data::on_channel_event(c, event);
+                }
             }
             _ => {}
         }
@@ -842,6 +850,19 @@ impl Worker {
                 track_id,
             } => self.unpublish(publisher, &track_id),
             WorkerCommand::Close { conn } => self.close(conn),
+            WorkerCommand::SendData {
+                conns,
+                reliable,
+                payload,
+            } => {
+                let now = Instant::now();
+                for id in conns {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        super::data::send(c, reliable, &payload, now, &self.stats.data);
+                        self.mark_dirty(id);
+                    }
+                }
+            }
             WorkerCommand::Snapshot { reply } => {
                 let _ = reply.send(WorkerSnapshot {
                     connections: self.conns.len(),
