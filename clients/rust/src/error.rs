@@ -60,8 +60,8 @@ pub enum ClientError {
     #[error("room full: {0}")]
     RoomFull(String),
     /// A control-plane call failed: the gRPC status says why.
-    #[error("control plane: {}: {}", .0.code(), .0.message())]
-    Rpc(#[source] Box<tonic::Status>),
+    #[error("control plane: {:?}: {}", .0.code(), .0.message())]
+    Rpc(Box<tonic::Status>),
     /// The control-plane connection could not be set up.
     #[error("control plane connection: {0}")]
     Connect(String),
