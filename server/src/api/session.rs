@@ -86,8 +86,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
             Err(e) => {
                 room.worker.close(conn);
                 let _ = send(&mut ws, &room_error("join", e)).await;
-                let _ = ws.send(WsMessage::Close(None)).await;
                 rooms.release(&room);
+                close(ws).await;
                 return;
             }
         }
@@ -110,8 +110,23 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         DisconnectReason::SignalingClosed
     };
     room.leave(&session.sid, reason);
-    let _ = ws.send(WsMessage::Close(None)).await;
     rooms.release(&room);
+    close(ws).await;
+}
+
+/// How long the closing handshake may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Closes the WebSocket with the closing handshake: sends Close, then reads until the client
+/// closes too. Dropping the socket at once would make the kernel reset the connection if the
+/// client's last frames are still unread, and a reset can destroy what we sent last (a
+/// `leave` telling the client why) before the client reads it.
+async fn close(mut ws: WebSocket) {
+    let _ = ws.send(WsMessage::Close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = ws.recv().await {}
+    })
+    .await;
 }
 
 struct Session {
@@ -387,7 +402,10 @@ impl Session {
             pb::data_packet::Kind::Lossy
         });
         match self.room.send_data(Some(&self.sid), packet) {
-            Ok(_) => None,
+            Ok(n) => {
+                tracing::trace!(participant = %self.sid, reliable, recipients = n, "data relayed");
+                None
+            }
             Err(e) => {
                 let reply = room_error("data", e);
                 (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed)

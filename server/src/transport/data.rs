@@ -39,9 +39,11 @@ pub struct DataStats {
 }
 
 pub(crate) fn on_channel_event(c: &mut Connection, event: RTCDataChannelEvent) {
+    tracing::debug!(conn = c.id.0, ?event, "data channel event");
     match event {
         RTCDataChannelEvent::OnOpen(id) => {
             let label = c.pc.data_channel(id).map(|dc| dc.label().to_owned());
+            tracing::debug!(conn = c.id.0, id, ?label, "data channel open");
             match label.as_deref() {
                 Some(RELIABLE_LABEL) => c.data_channels.reliable = Some(id),
                 Some(LOSSY_LABEL) => c.data_channels.lossy = Some(id),
@@ -62,6 +64,7 @@ pub(crate) fn on_channel_event(c: &mut Connection, event: RTCDataChannelEvent) {
 }
 
 pub(crate) fn on_message(c: &mut Connection, channel: RTCDataChannelId, m: RTCDataChannelMessage) {
+    tracing::trace!(conn = c.id.0, channel, len = m.data.len(), "data channel message");
     let channels = &c.data_channels;
     let reliable = if channels.reliable == Some(channel) {
         true
@@ -96,12 +99,23 @@ pub(crate) fn send(
     } else {
         channels.lossy.or(channels.reliable)
     };
-    let written = id
-        .and_then(|id| c.pc.data_channel(id))
-        .is_some_and(|mut dc| {
-            dc.outstanding_bytes() < MAX_OUTSTANDING
-                && dc.send(now, BytesMut::from(&payload[..])).is_ok()
-        });
+    let written = match id.and_then(|id| c.pc.data_channel(id)) {
+        None => {
+            tracing::debug!(conn = c.id.0, reliable, ?id, channels = ?c.data_channels, "no open data channel; message dropped");
+            false
+        }
+        Some(dc) if dc.outstanding_bytes() >= MAX_OUTSTANDING => {
+            tracing::debug!(conn = c.id.0, reliable, "data channel backlog full; message dropped");
+            false
+        }
+        Some(mut dc) => match dc.send(now, BytesMut::from(&payload[..])) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(conn = c.id.0, reliable, error = %e, "data channel refused a message");
+                false
+            }
+        },
+    };
     let counter = if written {
         &stats.messages_out
     } else {
