@@ -4,10 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/prism/signal.proto",
-        "proto/prism/room_service.proto",
-    ];
+    let files = ["proto/prism/signal.proto", "proto/prism/room_service.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

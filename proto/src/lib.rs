@@ -18,7 +18,8 @@ pub mod control {
 }
 
 /// The encoded `FileDescriptorSet` of every Prism .proto file, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prism_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/prism_descriptor.bin"));
 
 /// Encodes a message as protobuf JSON.
 pub fn to_json<T: serde::Serialize>(message: &T) -> String {

@@ -12,7 +12,12 @@ use prism_server::config::{DEV_API_KEY, DEV_API_SECRET};
 #[derive(Args)]
 pub struct ServerArgs {
     /// The server's base URL.
-    #[arg(long, env = "PRISM_URL", default_value = "http://127.0.0.1:7880", global = true)]
+    #[arg(
+        long,
+        env = "PRISM_URL",
+        default_value = "http://127.0.0.1:7880",
+        global = true
+    )]
     url: String,
     /// API key (default: the development key, with the development secret).
     #[arg(long, env = "PRISM_API_KEY", global = true)]
@@ -73,7 +78,9 @@ async fn connect(server: &ServerArgs) -> anyhow::Result<ControlClient> {
     let (key, secret) = match (&server.api_key, &server.api_secret) {
         (Some(k), Some(s)) => (k.clone(), s.clone()),
         (None, None) => (DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned()),
-        _ => anyhow::bail!("give both an API key and its secret (--api-key/--api-secret or PRISM_API_KEY/PRISM_API_SECRET)"),
+        _ => anyhow::bail!(
+            "give both an API key and its secret (--api-key/--api-secret or PRISM_API_KEY/PRISM_API_SECRET)"
+        ),
     };
     ControlClient::connect(&server.url, &key, &secret)
         .await
@@ -85,7 +92,10 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 fn print_rooms(rooms: &[prism_proto::signal::Room]) {
-    println!("{:<24} {:<16} {:>12} {:>8} {:>8}", "NAME", "SID", "PARTICIPANTS", "MAX", "EMPTY_S");
+    println!(
+        "{:<24} {:<16} {:>12} {:>8} {:>8}",
+        "NAME", "SID", "PARTICIPANTS", "MAX", "EMPTY_S"
+    );
     for r in rooms {
         println!(
             "{:<24} {:<16} {:>12} {:>8} {:>8}",
@@ -147,7 +157,10 @@ pub async fn participant(server: ServerArgs, command: ParticipantCommand) -> any
                 print_json(&prism_proto::control::ListParticipantsResponse { participants });
                 return Ok(());
             }
-            println!("{:<24} {:<16} {:<12} {:>6}", "IDENTITY", "SID", "STATE", "TRACKS");
+            println!(
+                "{:<24} {:<16} {:<12} {:>6}",
+                "IDENTITY", "SID", "STATE", "TRACKS"
+            );
             for p in participants {
                 println!(
                     "{:<24} {:<16} {:<12} {:>6}",

@@ -27,14 +27,21 @@ const STEP_DEADLINE: Duration = Duration::from_secs(15);
 fn client_offer() -> String {
     let now = std::time::Instant::now();
     let mut pc = RTCPeerConnectionBuilder::new().build(now).expect("pc");
-    pc.create_data_channel("_reliable", None).expect("data channel");
+    pc.create_data_channel("_reliable", None)
+        .expect("data channel");
     let offer = pc.create_offer(None).expect("offer");
     pc.set_local_description(now, offer.clone()).expect("local");
     offer.sdp
 }
 
 /// Joins, offers, stays a little, leaves. The room may be deleted under it at any point.
-async fn visit(server: &prism_server::Server, room: &str, identity: &str, sdp: &str, stay: Duration) {
+async fn visit(
+    server: &prism_server::Server,
+    room: &str,
+    identity: &str,
+    sdp: &str,
+    stay: Duration,
+) {
     let Ok(mut c) = RawClient::connect(server, &token(room, identity)).await else {
         return;
     };
@@ -53,7 +60,11 @@ async fn visit(server: &prism_server::Server, room: &str, identity: &str, sdp: &
         return;
     }
     c.send(&SignalRequest {
-        message: Some(Req::Offer(SessionDescription { r#type: "offer".into(), sdp: sdp.to_owned(), id: 1 })),
+        message: Some(Req::Offer(SessionDescription {
+            r#type: "offer".into(),
+            sdp: sdp.to_owned(),
+            id: 1,
+        })),
     })
     .await;
     let deadline = tokio::time::sleep(stay);
@@ -69,7 +80,10 @@ async fn visit(server: &prism_server::Server, room: &str, identity: &str, sdp: &
         }
     }
     if !kicked {
-        c.send(&SignalRequest { message: Some(Req::Leave(LeaveRequest {})) }).await;
+        c.send(&SignalRequest {
+            message: Some(Req::Leave(LeaveRequest {})),
+        })
+        .await;
     }
     while c.recv().await.is_some() {}
 }
@@ -87,7 +101,10 @@ async fn fifty_clients_churning_rooms_leave_nothing_behind() {
     // Warm up what starts once per process (connection pools, the control channel).
     visit(&server, "warm-up", "warm-up", &sdp, Duration::ZERO).await;
     control.list_rooms(&[]).await.unwrap();
-    eventually(Duration::from_secs(5), || async { server.rooms().room_count() == 0 }).await;
+    eventually(Duration::from_secs(5), || async {
+        server.rooms().room_count() == 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tasks_before = metrics.num_alive_tasks();
 
@@ -100,13 +117,19 @@ async fn fifty_clients_churning_rooms_leave_nothing_behind() {
             let mut i = n as u64;
             while Instant::now() < until {
                 // A cheap deterministic mix per client.
-                i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let room = format!("churn-{}", (i >> 33) as usize % ROOMS);
                 let step = async {
                     match (i >> 40) % 10 {
                         0 => {
                             let _ = control
-                                .create_room(CreateRoomRequest { name: room, empty_timeout: 1, ..Default::default() })
+                                .create_room(CreateRoomRequest {
+                                    name: room,
+                                    empty_timeout: 1,
+                                    ..Default::default()
+                                })
                                 .await;
                         }
                         1 => {
@@ -134,7 +157,10 @@ async fn fifty_clients_churning_rooms_leave_nothing_behind() {
     for c in clients {
         total += c.await.expect("client task");
     }
-    assert!(total >= CLIENTS as u64, "every client did something ({total} steps)");
+    assert!(
+        total >= CLIENTS as u64,
+        "every client did something ({total} steps)"
+    );
     println!("{total} steps by {CLIENTS} clients in {seconds} s");
 
     // Rooms created by the control plane close 1 s after they empty.
@@ -159,7 +185,11 @@ async fn fifty_clients_churning_rooms_leave_nothing_behind() {
         metrics.num_alive_tasks() <= tasks_before
     })
     .await;
-    assert!(settled, "tasks: {tasks_before} before, {} after", metrics.num_alive_tasks());
+    assert!(
+        settled,
+        "tasks: {tasks_before} before, {} after",
+        metrics.num_alive_tasks()
+    );
     drop(control);
     if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown().await;

@@ -6,19 +6,25 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
 use prism_server::auth::{AccessToken, Grants};
 use prism_server::config::{DEV_API_KEY, DEV_API_SECRET};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-async fn ask(client: &mut ServerReflectionClient<Channel>, request: MessageRequest) -> MessageResponse {
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+async fn ask(
+    client: &mut ServerReflectionClient<Channel>,
+    request: MessageRequest,
+) -> MessageResponse {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
     let mut responses = client
         .server_reflection_info(futures::stream::iter([request]))
         .await
@@ -54,8 +60,13 @@ impl Codec for DynamicCodec {
 impl Encoder for DynamicEncoder {
     type Item = DynamicMessage;
     type Error = tonic::Status;
-    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        item.encode(dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    fn encode(
+        &mut self,
+        item: DynamicMessage,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(dst)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -79,17 +90,29 @@ async fn a_generic_client_discovers_and_calls_the_room_service() {
         .unwrap();
     let mut reflection = ServerReflectionClient::new(channel.clone());
 
-    let MessageResponse::ListServicesResponse(list) = ask(&mut reflection, MessageRequest::ListServices(String::new())).await else {
+    let MessageResponse::ListServicesResponse(list) =
+        ask(&mut reflection, MessageRequest::ListServices(String::new())).await
+    else {
         panic!("expected a service list");
     };
     let services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["prism.control.RoomService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
-        assert!(services.iter().any(|s| s == expected), "{expected} in {services:?}");
+    for expected in [
+        "prism.control.RoomService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} in {services:?}"
+        );
     }
 
     // Descriptors of the service's file and its imports, straight from the server.
-    let MessageResponse::FileDescriptorResponse(files) =
-        ask(&mut reflection, MessageRequest::FileContainingSymbol("prism.control.RoomService".into())).await
+    let MessageResponse::FileDescriptorResponse(files) = ask(
+        &mut reflection,
+        MessageRequest::FileContainingSymbol("prism.control.RoomService".into()),
+    )
+    .await
     else {
         panic!("expected file descriptors");
     };
@@ -106,8 +129,11 @@ async fn a_generic_client_discovers_and_calls_the_room_service() {
             .find(|d| !protos.iter().any(|f| f.name() == d.as_str()))
             .cloned();
         let Some(missing) = missing else { break };
-        let MessageResponse::FileDescriptorResponse(more) =
-            ask(&mut reflection, MessageRequest::FileByFilename(missing.clone())).await
+        let MessageResponse::FileDescriptorResponse(more) = ask(
+            &mut reflection,
+            MessageRequest::FileByFilename(missing.clone()),
+        )
+        .await
         else {
             panic!("expected the descriptor of {missing}");
         };
@@ -120,17 +146,36 @@ async fn a_generic_client_discovers_and_calls_the_room_service() {
     // Dependencies first.
     protos.sort_by_key(|f| f.dependency.len());
     let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(protos).expect("a consistent descriptor set");
-    let service = pool.get_service_by_name("prism.control.RoomService").expect("service");
+    pool.add_file_descriptor_protos(protos)
+        .expect("a consistent descriptor set");
+    let service = pool
+        .get_service_by_name("prism.control.RoomService")
+        .expect("service");
     let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
-    for m in ["CreateRoom", "ListRooms", "DeleteRoom", "ListParticipants", "GetParticipant", "RemoveParticipant", "UpdateParticipant", "MutePublishedTrack", "UpdateSubscriptions", "SendData", "WatchRoom"] {
+    for m in [
+        "CreateRoom",
+        "ListRooms",
+        "DeleteRoom",
+        "ListParticipants",
+        "GetParticipant",
+        "RemoveParticipant",
+        "UpdateParticipant",
+        "MutePublishedTrack",
+        "UpdateSubscriptions",
+        "SendData",
+        "WatchRoom",
+    ] {
         assert!(methods.iter().any(|x| x == m), "{m} in {methods:?}");
     }
 
     // Call CreateRoom, then ListRooms, with dynamic messages only.
     let token = AccessToken::new(DEV_API_KEY, DEV_API_SECRET)
         .identity("generic")
-        .grants(Grants { room_create: true, room_list: true, ..Grants::default() })
+        .grants(Grants {
+            room_create: true,
+            room_list: true,
+            ..Grants::default()
+        })
         .ttl(Duration::from_secs(60))
         .to_jwt()
         .unwrap();
@@ -141,19 +186,27 @@ async fn a_generic_client_discovers_and_calls_the_room_service() {
         request
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let path = format!("/{}/{}", service.full_name(), method.name()).parse().unwrap();
+        let path = format!("/{}/{}", service.full_name(), method.name())
+            .parse()
+            .unwrap();
         grpc.ready().await.unwrap();
         grpc.unary(request, path, DynamicCodec(method.output()))
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"))
             .into_inner()
     };
-    let create = service.methods().find(|m| m.name() == "CreateRoom").unwrap();
+    let create = service
+        .methods()
+        .find(|m| m.name() == "CreateRoom")
+        .unwrap();
     let mut request = DynamicMessage::new(create.input());
     request.set_field_by_name("name", Value::String("reflected".into()));
     request.set_field_by_name("empty_timeout", Value::U32(60));
     let room = call("CreateRoom", request).await;
-    assert_eq!(room.get_field_by_name("name").unwrap().as_str(), Some("reflected"));
+    assert_eq!(
+        room.get_field_by_name("name").unwrap().as_str(),
+        Some("reflected")
+    );
 
     let list = service.methods().find(|m| m.name() == "ListRooms").unwrap();
     let rooms = call("ListRooms", DynamicMessage::new(list.input())).await;
@@ -161,7 +214,12 @@ async fn a_generic_client_discovers_and_calls_the_room_service() {
     let rooms = rooms.as_list().unwrap();
     assert_eq!(rooms.len(), 1);
     assert_eq!(
-        rooms[0].as_message().unwrap().get_field_by_name("name").unwrap().as_str(),
+        rooms[0]
+            .as_message()
+            .unwrap()
+            .get_field_by_name("name")
+            .unwrap()
+            .as_str(),
         Some("reflected")
     );
     server.shutdown().await;

@@ -79,15 +79,37 @@ async fn every_event_once_in_order_signed_despite_failures() {
 
     // Room "b": created by the control plane, joined, deleted.
     control
-        .create_room(CreateRoomRequest { name: "b".into(), empty_timeout: 60, ..Default::default() })
+        .create_room(CreateRoomRequest {
+            name: "b".into(),
+            empty_timeout: 60,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let (_bob, _bob_events) = join(&server, "b", "bob").await;
     control.delete_room("b").await.unwrap();
 
     let expected: HashMap<&str, Vec<&str>> = HashMap::from([
-        ("a", vec!["room_started", "participant_joined", "track_published", "track_unpublished", "participant_left", "room_finished"]),
-        ("b", vec!["room_started", "participant_joined", "participant_left", "room_finished"]),
+        (
+            "a",
+            vec![
+                "room_started",
+                "participant_joined",
+                "track_published",
+                "track_unpublished",
+                "participant_left",
+                "room_finished",
+            ],
+        ),
+        (
+            "b",
+            vec![
+                "room_started",
+                "participant_joined",
+                "participant_left",
+                "room_finished",
+            ],
+        ),
     ]);
     let total: usize = expected.values().map(Vec::len).sum();
     let all_in = eventually(Duration::from_secs(15), || async {
@@ -96,10 +118,15 @@ async fn every_event_once_in_order_signed_despite_failures() {
     .await;
     // A little longer: nothing more (no duplicate) may arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = shared.lock().unwrap();
+    let received = std::mem::take(&mut *shared.lock().unwrap());
+    let r = &received;
     assert!(all_in, "got {} of {total} events", r.accepted.len());
     assert_eq!(r.bad_signatures, 0);
-    assert_eq!(r.requests, total + 2, "each event once, plus the two refused attempts");
+    assert_eq!(
+        r.requests,
+        total + 2,
+        "each event once, plus the two refused attempts"
+    );
     let ids: HashSet<&str> = r.accepted.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len(), total, "no event delivered twice");
     for (room, kinds) in &expected {
@@ -111,17 +138,30 @@ async fn every_event_once_in_order_signed_despite_failures() {
             .collect();
         assert_eq!(&got, kinds, "room {room}");
     }
-    let left = r.accepted.iter().find(|e| e.event == "participant_left" && e.room.as_ref().unwrap().name == "b").unwrap();
+    let left = r
+        .accepted
+        .iter()
+        .find(|e| e.event == "participant_left" && e.room.as_ref().unwrap().name == "b")
+        .unwrap();
     assert_eq!(left.participant.as_ref().unwrap().identity, "bob");
-    assert_eq!(left.reason, prism_client::proto::DisconnectReason::RoomDeleted as i32);
-    let published = r.accepted.iter().find(|e| e.event == "track_published").unwrap();
+    assert_eq!(
+        left.reason,
+        prism_client::proto::DisconnectReason::RoomDeleted as i32
+    );
+    let published = r
+        .accepted
+        .iter()
+        .find(|e| e.event == "track_published")
+        .unwrap();
     assert_eq!(published.track.as_ref().unwrap().sid, track.sid());
-    drop(r);
 
     let stats = server.webhooks().unwrap().stats();
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(stats.delivered.load(Relaxed), total as u64);
-    assert_eq!((stats.failed.load(Relaxed), stats.dropped.load(Relaxed)), (0, 0));
+    assert_eq!(
+        (stats.failed.load(Relaxed), stats.dropped.load(Relaxed)),
+        (0, 0)
+    );
     assert_eq!(stats.attempts.load(Relaxed), total as u64 + 2);
     server.shutdown().await;
     receiver.abort();

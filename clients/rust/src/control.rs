@@ -22,8 +22,8 @@ use futures::{Stream, StreamExt};
 use prism_proto::auth::{AccessToken, Grants};
 use prism_proto::control::room_service_client::RoomServiceClient;
 pub use prism_proto::control::{
-    CreateRoomRequest, MuteRoomTrackRequest, RoomEvent, SendDataRequest,
-    UpdateParticipantRequest, UpdateSubscriptionsRequest,
+    CreateRoomRequest, MuteRoomTrackRequest, RoomEvent, SendDataRequest, UpdateParticipantRequest,
+    UpdateSubscriptionsRequest,
 };
 use prism_proto::control::{
     DeleteRoomRequest, ListParticipantsRequest, ListRoomsRequest, RoomParticipantIdentity,
@@ -155,7 +155,13 @@ impl ControlClient {
                 ..Grants::default()
             },
         )?;
-        Ok(self.client.clone().list_rooms(request).await?.into_inner().rooms)
+        Ok(self
+            .client
+            .clone()
+            .list_rooms(request)
+            .await?
+            .into_inner()
+            .rooms)
     }
 
     /// Closes a room, disconnecting everyone in it.
@@ -183,7 +189,12 @@ impl ControlClient {
             room: room.into(),
             identity: identity.into(),
         })?;
-        Ok(self.client.clone().get_participant(request).await?.into_inner())
+        Ok(self
+            .client
+            .clone()
+            .get_participant(request)
+            .await?
+            .into_inner())
     }
 
     /// Disconnects a participant (it is told: `PARTICIPANT_REMOVED`).
@@ -237,7 +248,10 @@ impl ControlClient {
     }
 
     /// The room's events as they happen; the stream ends when the room closes.
-    pub async fn watch_room(&self, room: &str) -> Result<impl Stream<Item = Result<RoomEvent>> + use<>> {
+    pub async fn watch_room(
+        &self,
+        room: &str,
+    ) -> Result<impl Stream<Item = Result<RoomEvent>> + use<>> {
         let request = self.admin(WatchRoomRequest { room: room.into() })?;
         let stream = self.client.clone().watch_room(request).await?.into_inner();
         Ok(stream.map(|item| item.map_err(ClientError::from)))

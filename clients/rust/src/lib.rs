@@ -86,10 +86,10 @@ mod track;
 
 pub use data::{DataOptions, MAX_DATA_PAYLOAD};
 pub use error::{ClientError, Result};
+pub use events::{ConnectionState, RoomEvent, RoomEvents};
 /// Access tokens: build one for a participant (or an admin) with [`AccessToken`]. The same
 /// implementation the server verifies them with.
 pub use prism_proto::auth::{AccessToken, AuthError, Grants};
-pub use events::{ConnectionState, RoomEvent, RoomEvents};
 pub use room::{ConnectOptions, Room};
 pub use track::{
     Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, TrackKind, TrackOptions,

@@ -358,7 +358,9 @@ impl Session {
                     reason,
                 ))
             }
-            ConnEvent::Data { reliable, payload } => return self.on_data(ws, reliable, payload).await,
+            ConnEvent::Data { reliable, payload } => {
+                return self.on_data(ws, reliable, payload).await;
+            }
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
@@ -391,7 +393,11 @@ impl Session {
         let mut packet = match <pb::DataPacket as prost::Message>::decode(payload) {
             Ok(p) => p,
             Err(e) => {
-                let reply = error(ErrorCode::BadRequest, "data", format!("undecodable data packet: {e}"));
+                let reply = error(
+                    ErrorCode::BadRequest,
+                    "data",
+                    format!("undecodable data packet: {e}"),
+                );
                 return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
             }
         };

@@ -1,12 +1,12 @@
 //! What the control plane changes in a room on a participant's behalf: name, metadata and
 //! permissions (taking effect at once), and subscriptions by identity.
 
-use prism_proto::signal::{self as pb, ParticipantInfo, ParticipantPermission};
 use prism_proto::signal::signal_response::Message;
+use prism_proto::signal::{self as pb, ParticipantInfo, ParticipantPermission};
 
+use super::RoomError;
 use super::events;
 use super::state::{Room, message};
-use super::RoomError;
 
 /// What UpdateParticipant changes; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -84,11 +84,19 @@ impl Room {
             .map(|m| m.info.clone())
             .ok_or_else(|| RoomError::IdentityNotFound(identity.to_owned()))?;
         for m in s.members.values() {
-            m.send(message(Message::ParticipantUpdated(pb::ParticipantUpdated {
-                participant: Some(info.clone()),
-            })));
+            m.send(message(Message::ParticipantUpdated(
+                pb::ParticipantUpdated {
+                    participant: Some(info.clone()),
+                },
+            )));
         }
-        self.emit(s, events::PARTICIPANT_UPDATED, Some(info.clone()), None, None);
+        self.emit(
+            s,
+            events::PARTICIPANT_UPDATED,
+            Some(info.clone()),
+            None,
+            None,
+        );
         Ok(info)
     }
 

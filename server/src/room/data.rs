@@ -19,7 +19,11 @@ impl Room {
     /// everyone else in the room, or to the participants named in its
     /// `destination_identities`. Returns how many participants it was sent to. The sender's
     /// identity is set here, never taken from the packet.
-    pub fn send_data(&self, from: Option<&str>, mut packet: DataPacket) -> Result<usize, RoomError> {
+    pub fn send_data(
+        &self,
+        from: Option<&str>,
+        mut packet: DataPacket,
+    ) -> Result<usize, RoomError> {
         let s = self.lock();
         packet.sender_identity = match from {
             Some(sid) => {

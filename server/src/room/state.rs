@@ -126,8 +126,8 @@ impl Room {
         if s.closed {
             return true;
         }
-        let empty_long_enough = s.members.is_empty()
-            && s.empty_since.is_none_or(|t| t.elapsed() >= min_empty);
+        let empty_long_enough =
+            s.members.is_empty() && s.empty_since.is_none_or(|t| t.elapsed() >= min_empty);
         if empty_long_enough {
             s.closed = true;
             self.emit(&s, events::ROOM_FINISHED, None, None, None);
@@ -326,13 +326,7 @@ impl Room {
         }
         let mut info = member.info;
         info.state = State::Disconnected as i32;
-        self.emit(
-            s,
-            events::PARTICIPANT_LEFT,
-            Some(info),
-            None,
-            Some(reason),
-        );
+        self.emit(s, events::PARTICIPANT_LEFT, Some(info), None, Some(reason));
         // The worker drops everything forwarded from or to this connection.
         self.worker.close(member.conn);
         tracing::info!(room = %self.name, participant = %sid, reason = reason.as_str_name(), "participant left");
@@ -643,13 +637,7 @@ impl Room {
             })));
         }
         let publisher = s.members.get(participant_sid).map(|m| m.info.clone());
-        self.emit(
-            s,
-            events::TRACK_MUTED,
-            publisher,
-            Some(track.clone()),
-            None,
-        );
+        self.emit(s, events::TRACK_MUTED, publisher, Some(track.clone()), None);
         Ok(track)
     }
 

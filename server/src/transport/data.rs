@@ -39,7 +39,7 @@ pub struct DataStats {
 }
 
 pub(crate) fn on_channel_event(c: &mut Connection, event: RTCDataChannelEvent) {
-    tracing::debug!(conn = c.id.0, ?event, "data channel event");
+    tracing::trace!(conn = c.id.0, ?event, "data channel event");
     match event {
         RTCDataChannelEvent::OnOpen(id) => {
             let label = c.pc.data_channel(id).map(|dc| dc.label().to_owned());
@@ -47,7 +47,9 @@ pub(crate) fn on_channel_event(c: &mut Connection, event: RTCDataChannelEvent) {
             match label.as_deref() {
                 Some(RELIABLE_LABEL) => c.data_channels.reliable = Some(id),
                 Some(LOSSY_LABEL) => c.data_channels.lossy = Some(id),
-                other => tracing::debug!(conn = c.id.0, label = ?other, "unknown data channel ignored"),
+                other => {
+                    tracing::debug!(conn = c.id.0, label = ?other, "unknown data channel ignored")
+                }
             }
         }
         RTCDataChannelEvent::OnClose(id) => {
@@ -64,18 +66,31 @@ pub(crate) fn on_channel_event(c: &mut Connection, event: RTCDataChannelEvent) {
 }
 
 pub(crate) fn on_message(c: &mut Connection, channel: RTCDataChannelId, m: RTCDataChannelMessage) {
-    tracing::trace!(conn = c.id.0, channel, len = m.data.len(), "data channel message");
+    tracing::trace!(
+        conn = c.id.0,
+        channel,
+        len = m.data.len(),
+        "data channel message"
+    );
     let channels = &c.data_channels;
     let reliable = if channels.reliable == Some(channel) {
         true
     } else if channels.lossy == Some(channel) {
         false
     } else {
-        tracing::debug!(conn = c.id.0, channel, "message on an unknown data channel ignored");
+        tracing::debug!(
+            conn = c.id.0,
+            channel,
+            "message on an unknown data channel ignored"
+        );
         return;
     };
     if m.data.len() > MAX_INBOUND {
-        tracing::debug!(conn = c.id.0, len = m.data.len(), "oversized data message dropped");
+        tracing::debug!(
+            conn = c.id.0,
+            len = m.data.len(),
+            "oversized data message dropped"
+        );
         return;
     }
     c.emit(ConnEvent::Data {
@@ -105,7 +120,11 @@ pub(crate) fn send(
             false
         }
         Some(dc) if dc.outstanding_bytes() >= MAX_OUTSTANDING => {
-            tracing::debug!(conn = c.id.0, reliable, "data channel backlog full; message dropped");
+            tracing::debug!(
+                conn = c.id.0,
+                reliable,
+                "data channel backlog full; message dropped"
+            );
             false
         }
         Some(mut dc) => match dc.send(now, BytesMut::from(&payload[..])) {

@@ -393,7 +393,9 @@ impl Worker {
             while let Some(message) = c.pc.poll_read() {
                 match message.message {
                     RTCMessage::RtpPacket(track_id, packet) => packets.push((track_id, packet)),
-                    RTCMessage::DataChannelMessage(channel, m) => super::data::on_message(c, channel, m),
+                    RTCMessage::DataChannelMessage(channel, m) => {
+                        super::data::on_message(c, channel, m)
+                    }
                     _ => {}
                 }
             }

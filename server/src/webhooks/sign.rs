@@ -56,7 +56,15 @@ mod tests {
         let sig = sign("secret", b"{\"event\":\"room_started\"}");
         assert!(!verify("secret", b"{\"event\":\"room_finished\"}", &sig));
         assert!(!verify("other", b"{\"event\":\"room_started\"}", &sig));
-        assert!(!verify("secret", b"{\"event\":\"room_started\"}", "sha256=zz"));
-        assert!(!verify("secret", b"{\"event\":\"room_started\"}", &sig[7..]));
+        assert!(!verify(
+            "secret",
+            b"{\"event\":\"room_started\"}",
+            "sha256=zz"
+        ));
+        assert!(!verify(
+            "secret",
+            b"{\"event\":\"room_started\"}",
+            &sig[7..]
+        ));
     }
 }

@@ -27,7 +27,9 @@ pub fn authenticate(verifier: &TokenVerifier, metadata: &MetadataMap) -> Result<
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <access token>`"))?;
+        .ok_or_else(|| {
+            Status::unauthenticated("the authorization header must be `Bearer <access token>`")
+        })?;
     verifier
         .verify(token)
         .map_err(|e| Status::unauthenticated(format!("invalid access token: {e}")))

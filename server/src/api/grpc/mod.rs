@@ -35,10 +35,12 @@ pub async fn router(rooms: Arc<RoomManager>, verifier: Arc<TokenVerifier>) -> Ro
         .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
-    let mut routes = tonic::service::Routes::new(RoomServiceServer::new(
-        service::RoomServiceImpl { rooms, verifier },
-    ))
-    .add_service(health_service);
+    let mut routes =
+        tonic::service::Routes::new(RoomServiceServer::new(service::RoomServiceImpl {
+            rooms,
+            verifier,
+        }))
+        .add_service(health_service);
     if let Ok(v1) = reflection_v1 {
         routes = routes.add_service(v1);
     } else {

@@ -24,7 +24,11 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl RoomServiceImpl {
     /// Authenticates the caller and checks it may do `need`.
-    fn check<T>(&self, request: &Request<T>, need: Need<'_>) -> Result<prism_proto::auth::Claims, Status> {
+    fn check<T>(
+        &self,
+        request: &Request<T>,
+        need: Need<'_>,
+    ) -> Result<prism_proto::auth::Claims, Status> {
         let claims = authenticate(&self.verifier, request.metadata())?;
         authorize(&claims, need)?;
         Ok(claims)
@@ -191,7 +195,10 @@ impl RoomService for RoomServiceImpl {
             )));
         }
         if pb::data_packet::Kind::try_from(r.kind).is_err() {
-            return Err(Status::invalid_argument(format!("unknown data kind {}", r.kind)));
+            return Err(Status::invalid_argument(format!(
+                "unknown data kind {}",
+                r.kind
+            )));
         }
         let packet = DataPacket {
             sender_identity: String::new(),
