@@ -148,7 +148,11 @@ async fn explicit_subscriptions_codecs_mute_and_unsubscribe() {
         let (publisher, events) = Room::connect(
             &http_url(&server),
             &token(ROOM, &format!("publisher-{codec:?}")),
-            ConnectOptions::default(),
+            // Pure publishers: only the viewer's subscriptions exist on the server.
+            ConnectOptions {
+                auto_subscribe: false,
+                ..ConnectOptions::default()
+            },
         )
         .await
         .expect("publisher connects");

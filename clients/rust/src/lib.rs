@@ -92,7 +92,8 @@ pub use events::{ConnectionState, RoomEvent, RoomEvents};
 pub use prism_proto::auth::{AccessToken, AuthError, Grants};
 pub use room::{ConnectOptions, Room};
 pub use track::{
-    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, TrackKind, TrackOptions,
+    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, SenderReportTime, TrackKind,
+    TrackOptions,
 };
 
 /// The signaling message types the SDK speaks (re-exported from `prism-proto`).

@@ -34,7 +34,7 @@ use crate::negotiation::{Negotiator, RemoteOffer};
 use crate::rtcp::{self, KeyframeRequestForwarder};
 use crate::signaling::{self, Incoming, SignalReader, SignalWriter};
 use crate::state::RoomState;
-use crate::track::{LocalTrack, LocalTrackShared, RemoteTrack, TrackKind, TrackOptions};
+use crate::track::{LocalTrack, LocalTrackShared, RemoteTrack, RtxRepair, TrackKind, TrackOptions};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -342,11 +342,25 @@ impl Room {
         // The track is bound to its sender now; forward its keyframe requests until it is not.
         tokio::spawn(shared.clone().forward_keyframe_requests());
         match tokio::time::timeout(self.inner.publish_timeout, published).await {
-            Ok(Ok(info)) => Ok(LocalTrack {
-                shared,
-                info,
-                commands: self.inner.commands.downgrade(),
-            }),
+            Ok(Ok(info)) => {
+                // Media written before DTLS is up has no keys and is dropped (with a warning
+                // per packet inside webrtc-rs): return once the connection can carry it.
+                let deadline = tokio::time::Instant::now() + self.inner.publish_timeout;
+                while self.connection_state() != ConnectionState::Connected {
+                    if self.is_closed() {
+                        return Err(ClientError::Closed);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ClientError::Timeout("peer connection"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(LocalTrack {
+                    shared,
+                    info,
+                    commands: self.inner.commands.downgrade(),
+                })
+            }
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
                 let cid = shared.cid.clone();
@@ -991,6 +1005,8 @@ impl Engine {
                     participant_sid: participant_sid.clone(),
                     kind,
                     track,
+                    repair: Arc::new(RtxRepair::new()),
+                    sender_report: Default::default(),
                 };
                 let info = {
                     let mut snap = lock(&self.shared);

@@ -23,9 +23,13 @@ pub(crate) fn slot() -> Slot {
     Slot::from(SLOT)
 }
 
+/// Keyframe requests (for local tracks) and sender reports (the sender's clock, for remote
+/// tracks: see [`crate::RemoteTrack::last_sender_report`]).
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<rtc::rtcp::sender_report::SenderReport>()
 }
 
 /// Tags inbound PLI/FIR for the application, drops other inbound RTCP.

@@ -431,6 +431,84 @@ pub struct RemoteTrack {
     pub(crate) participant_sid: String,
     pub(crate) kind: TrackKind,
     pub(crate) track: Arc<dyn TrackRemote>,
+    pub(crate) repair: Arc<RtxRepair>,
+    pub(crate) sender_report: Arc<std::sync::Mutex<Option<SenderReportTime>>>,
+}
+
+/// The sender's clock as its latest RTCP sender report states it: this NTP time (32.32 fixed
+/// point seconds since 1900) corresponds to this RTP timestamp of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderReportTime {
+    /// NTP timestamp.
+    pub ntp: u64,
+    /// RTP timestamp at that instant.
+    pub rtp: u32,
+}
+
+/// Undoes RFC 4588 retransmission wrapping for a remote track. webrtc-rs 0.21.1 only unwraps RTX
+/// when the receiving transceiver has codec preferences, which a transceiver created by a
+/// remote offer does not; its RTX packets then reach the application still wrapped (RTX SSRC,
+/// RTX payload type, original sequence number in the first two payload bytes).
+#[derive(Debug, Default)]
+pub(crate) struct RtxRepair {
+    /// RTX SSRC → primary SSRC, from the track's negotiated codings.
+    pairs: std::sync::Mutex<Vec<(u32, u32)>>,
+    /// SSRCs seen that are not RTX (so their packets need no look-up).
+    plain: std::sync::Mutex<Vec<u32>>,
+    /// Payload type of the primary stream, learned from its packets.
+    primary_payload_type: AtomicU16,
+}
+
+impl RtxRepair {
+    const UNKNOWN: u16 = u16::MAX;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            pairs: Default::default(),
+            plain: Default::default(),
+            primary_payload_type: AtomicU16::new(Self::UNKNOWN),
+        }
+    }
+
+    fn primary_of(&self, ssrc: u32) -> Option<u32> {
+        let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        pairs.iter().find(|(rtx, _)| *rtx == ssrc).map(|(_, p)| *p)
+    }
+
+    fn is_primary(&self, ssrc: u32) -> bool {
+        let plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+        plain.contains(&ssrc)
+    }
+
+    fn mark_primary(&self, ssrc: u32) {
+        let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+        if !plain.contains(&ssrc) && plain.len() < 16 {
+            plain.push(ssrc);
+        }
+    }
+
+    fn learn(&self, codings: &[rtc::rtp_transceiver::rtp_sender::RTCRtpEncodingParameters]) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        pairs.clear();
+        pairs.extend(codings.iter().filter_map(|c| {
+            let p = &c.rtp_coding_parameters;
+            Some((p.rtx.as_ref()?.ssrc, p.ssrc?))
+        }));
+    }
+
+    /// Rewrites an RTX packet into the packet it repairs; false when it carries nothing (a
+    /// padding-only probe) and should be skipped.
+    fn unwrap(&self, packet: &mut rtc::rtp::Packet, primary_ssrc: u32) -> bool {
+        let primary_pt = self.primary_payload_type.load(Ordering::Relaxed);
+        if packet.payload.len() < 2 || primary_pt == Self::UNKNOWN {
+            return false;
+        }
+        packet.header.sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
+        packet.header.ssrc = primary_ssrc;
+        packet.header.payload_type = primary_pt as u8;
+        packet.payload = packet.payload.slice(2..);
+        true
+    }
 }
 
 impl std::fmt::Debug for RemoteTrack {
@@ -465,11 +543,52 @@ impl RemoteTrack {
     pub async fn read_rtp(&self) -> Result<rtc::rtp::Packet> {
         loop {
             match self.track.poll().await {
-                Some(TrackRemoteEvent::OnRtpPacket(packet)) => return Ok(packet),
+                Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
+                    let ssrc = packet.header.ssrc;
+                    if !self.repair.is_primary(ssrc) && self.repair.primary_of(ssrc).is_none() {
+                        // A stream not seen before: (re)read the negotiated SSRC pairs.
+                        self.repair.learn(&self.track.codings().await);
+                    }
+                    match self.repair.primary_of(ssrc) {
+                        Some(primary) => {
+                            if !self.repair.unwrap(&mut packet, primary) {
+                                continue;
+                            }
+                        }
+                        None => {
+                            self.repair.mark_primary(ssrc);
+                            self.repair
+                                .primary_payload_type
+                                .store(packet.header.payload_type as u16, Ordering::Relaxed);
+                        }
+                    }
+                    return Ok(packet);
+                }
+                Some(TrackRemoteEvent::OnRtcpPacket(packets)) => {
+                    for p in packets {
+                        if let Some(sr) = p
+                            .as_any()
+                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                        {
+                            let mut last =
+                                self.sender_report.lock().unwrap_or_else(|p| p.into_inner());
+                            *last = Some(SenderReportTime {
+                                ntp: sr.ntp_time,
+                                rtp: sr.rtp_time,
+                            });
+                        }
+                    }
+                }
                 Some(TrackRemoteEvent::OnEnded) | None => return Err(ClientError::TrackEnded),
                 Some(_) => continue,
             }
         }
+    }
+
+    /// The latest sender report received for this track (updated while [`Self::read_rtp`] is
+    /// being called).
+    pub fn last_sender_report(&self) -> Option<SenderReportTime> {
+        *self.sender_report.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the publisher (through the server) for a keyframe.

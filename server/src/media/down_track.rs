@@ -2,13 +2,20 @@
 //! payload type and extension ids negotiated there, and the munger that keeps its sequence
 //! numbers and timestamps continuous. The payload is never copied or touched here.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often each down track gets a sender report (RFC 3550 suggests about 5 s at low rates;
+/// browsers send them every second, and lip sync converges faster with frequent ones).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 use rtc::rtp::{self, header::Extension};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
+use rtc::rtcp::sender_report::SenderReport;
+
 use super::extensions::ExtensionMap;
 use super::munger::{IncomingPacket, MungeOutcome, RtpMunger};
+use super::reports::{SenderClock, ntp_middle, round_trip};
 use super::{DownTrackId, ReceiverId};
 
 #[derive(Debug)]
@@ -29,6 +36,11 @@ pub struct DownTrack {
     pub packets_sent: u64,
     pub bytes_sent: u64,
     pub dropped: u64,
+    /// When the next sender report is due, and the last one sent (its NTP middle bits, as a
+    /// receiver report echoes them, and when it left) for round-trip times.
+    pub next_sender_report: Option<Instant>,
+    pub last_sender_report: Option<(u32, Instant)>,
+    pub rtt: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -59,7 +71,52 @@ impl DownTrack {
             packets_sent: 0,
             bytes_sent: 0,
             dropped: 0,
+            next_sender_report: None,
+            last_sender_report: None,
+            rtt: None,
         }
+    }
+
+    /// The sender report to send now, if one is due and the publisher's clock is known:
+    /// its (NTP, RTP) pair translated through this down track's rewriting.
+    pub fn sender_report(
+        &mut self,
+        clock: Option<&SenderClock>,
+        clock_rate: u32,
+        now: Instant,
+    ) -> Option<SenderReport> {
+        if self.negotiated.is_none() || self.packets_sent == 0 {
+            return None;
+        }
+        if self.next_sender_report.is_some_and(|due| now < due) {
+            return None;
+        }
+        let source = self.source?;
+        let (ntp, rtp) = clock?.translated_at(now, clock_rate, |ts| {
+            self.munger.translate_timestamp(source, ts)
+        })?;
+        self.next_sender_report = Some(now + SENDER_REPORT_INTERVAL);
+        self.last_sender_report = Some((ntp_middle(ntp), now));
+        Some(SenderReport {
+            ssrc: self.ssrc,
+            ntp_time: ntp,
+            rtp_time: rtp,
+            packet_count: self.packets_sent as u32,
+            octet_count: self.bytes_sent as u32,
+            ..Default::default()
+        })
+    }
+
+    /// Takes a receiver's report block about this down track; updates the round-trip time when
+    /// it echoes our last sender report.
+    pub fn on_report_block(&mut self, lsr: u32, dlsr: u32, now: Instant) -> Option<Duration> {
+        let (sent_mid, sent_at) = self.last_sender_report?;
+        if lsr == 0 || lsr != sent_mid {
+            return None;
+        }
+        let rtt = round_trip(sent_at, now, dlsr);
+        self.rtt = Some(rtt);
+        Some(rtt)
     }
 
     /// Whether this down track still waits for a keyframe of its source before it can start.

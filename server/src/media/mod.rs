@@ -7,6 +7,7 @@ pub mod down_track;
 pub mod extensions;
 pub mod munger;
 pub mod receiver;
+pub mod reports;
 
 /// A published track on a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

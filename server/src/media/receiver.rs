@@ -9,6 +9,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 
 use super::codec::Codec;
+use super::reports::SenderClock;
 use super::{DownTrackId, ReceiverId};
 use crate::transport::ConnId;
 
@@ -20,6 +21,8 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
+    /// The publisher's latest sender report for this stream.
+    pub sender_clock: Option<SenderClock>,
 }
 
 /// Where a subscriber's copy of this track lives.
@@ -84,6 +87,7 @@ impl Receiver {
                 last_keyframe_request: None,
                 packets: 0,
                 bytes: 0,
+                sender_clock: None,
             });
         }
     }

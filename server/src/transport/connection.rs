@@ -29,6 +29,8 @@ pub(crate) struct Connection {
     pub deadline: Option<Instant>,
     pub dirty: bool,
     pub connected: bool,
+    /// Latest round-trip time measured from the receiver reports of this connection.
+    pub rtt: Option<std::time::Duration>,
     pub data_channels: super::data::DataChannels,
 }
 
@@ -69,6 +71,7 @@ impl Connection {
             deadline: None,
             dirty: true,
             connected: false,
+            rtt: None,
             data_channels: Default::default(),
         }
     }

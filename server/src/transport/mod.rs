@@ -4,6 +4,7 @@
 
 mod connection;
 mod data;
+mod interceptors;
 pub mod peer;
 pub mod stun;
 pub mod udp;

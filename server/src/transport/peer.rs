@@ -8,17 +8,24 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use std::sync::Arc;
+
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
 };
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+
+use super::WorkerStats;
+use super::interceptors::{CountingNackResponder, FEEDBACK_TAP_SLOT, FeedbackTap};
 
 /// Header extensions Prism negotiates besides the ones the default interceptors add
 /// (transport-cc, mid, rid, repaired-rid).
@@ -51,10 +58,34 @@ pub struct PeerSettings {
     pub ice_failed_timeout: Duration,
 }
 
+/// The interceptor chain of a Prism connection. Like the engine's defaults (NACK generator
+/// toward publishers, receiver reports, transport-wide CC feedback to publishers) except: NACKs
+/// from subscribers are answered by our counting responder, sender reports are ours (they carry
+/// the publisher's clock through the timestamp rewriting, see `media::reports`), and the
+/// feedback the worker acts on is tapped for the application.
+fn interceptors(
+    media_engine: &mut MediaEngine,
+    stats: &Arc<WorkerStats>,
+) -> Result<Registry, rtc::shared::error::Error> {
+    // Registers the nack / nack pli feedback; the interceptors it adds are replaced below.
+    let _ = configure_nack(Registry::new(), media_engine);
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = Registry::new()
+        .with(
+            Slot::NackResponder,
+            CountingNackResponder::new(stats.clone()),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::from(FEEDBACK_TAP_SLOT), FeedbackTap::default());
+    configure_twcc_receiver_only(registry, media_engine)
+}
+
 /// Creates a connection ready to take the client's offer.
 pub fn build(
     settings: &PeerSettings,
     credentials: &IceCredentials,
+    stats: &Arc<WorkerStats>,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
@@ -75,7 +106,7 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let registry = interceptors(&mut media_engine, stats)?;
 
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)

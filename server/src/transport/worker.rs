@@ -16,7 +16,12 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -39,6 +44,7 @@ use crate::media::down_track::{DownTrack, Negotiated};
 use crate::media::extensions::ExtensionMap;
 use crate::media::munger::RtpMunger;
 use crate::media::receiver::{Receiver, SubscriberRef};
+use crate::media::reports::SenderClock;
 use crate::media::{DownTrackId, ReceiverId};
 
 /// Counters a worker keeps for the rest of the process; relaxed atomics, no locks.
@@ -59,7 +65,23 @@ pub struct WorkerStats {
     pub rtp_received: AtomicU64,
     pub rtp_forwarded: AtomicU64,
     pub rtp_forward_errors: AtomicU64,
+    /// Keyframe requests sent to publishers (PLI).
     pub keyframe_requests: AtomicU64,
+    /// Keyframe requests not sent because one for that layer went out less than the throttle
+    /// interval ago.
+    pub keyframe_requests_throttled: AtomicU64,
+    /// PLI and FIR received from subscribers.
+    pub pli_received: AtomicU64,
+    pub fir_received: AtomicU64,
+    /// Sequence numbers subscribers NACKed, and how many of them were resent or already gone.
+    pub nacks_received: AtomicU64,
+    pub nack_retransmitted: AtomicU64,
+    pub nack_missed: AtomicU64,
+    /// NACKed sequence numbers not resent because that packet was resent too recently or too
+    /// often already.
+    pub nack_suppressed: AtomicU64,
+    /// Sender reports sent to subscribers, translated from their publisher's.
+    pub sender_reports_sent: AtomicU64,
     pub data: super::data::DataStats,
 }
 
@@ -77,6 +99,7 @@ pub struct WorkerSnapshot {
 const COMMAND_QUEUE: usize = 8192;
 const MAX_DATAGRAMS_PER_WAKE: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+const COUNTERS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) fn spawn(
     index: usize,
@@ -155,6 +178,7 @@ struct Worker {
     // Scratch buffers reused for every connection drain, so draining does not allocate.
     event_buf: Vec<RTCPeerConnectionEvent>,
     rtp_buf: Vec<(String, rtp::Packet)>,
+    rtcp_buf: Vec<Box<dyn rtcp::Packet>>,
     out_buf: Vec<(SocketAddr, BytesMut)>,
     keyframe_buf: Vec<(ReceiverId, u32)>,
 }
@@ -186,6 +210,7 @@ impl Worker {
             recv_buf: vec![0; 2048],
             event_buf: Vec::new(),
             rtp_buf: Vec::new(),
+            rtcp_buf: Vec::new(),
             out_buf: Vec::new(),
             keyframe_buf: Vec::new(),
         }
@@ -193,6 +218,7 @@ impl Worker {
 
     async fn run(mut self, mut commands: mpsc::Receiver<WorkerCommand>) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut next_counters_log = Instant::now() + COUNTERS_LOG_INTERVAL;
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if self.stats.stop.load(Ordering::Relaxed) {
@@ -222,7 +248,15 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = housekeeping.tick() => self.request_pending_keyframes(Instant::now()),
+                _ = housekeeping.tick() => {
+                    let now = Instant::now();
+                    self.request_pending_keyframes(now);
+                    self.send_sender_reports(now);
+                    if now >= next_counters_log {
+                        next_counters_log = now + COUNTERS_LOG_INTERVAL;
+                        self.log_counters();
+                    }
+                }
             }
             let now = Instant::now();
             self.fire_timeouts(now);
@@ -246,6 +280,37 @@ impl Worker {
         }
         let _ = self.send_queue.flush(&self.socket).await;
         tracing::info!(worker = self.index, "media worker stopped");
+    }
+
+    /// The feedback counters at debug level (totals since start; the metrics endpoint will
+    /// export the same atomics).
+    fn log_counters(&self) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rtt_ms: Vec<u64> = self
+            .conns
+            .values()
+            .filter_map(|c| c.rtt.map(|r| r.as_millis() as u64))
+            .collect();
+        tracing::debug!(
+            worker = self.index,
+            connections = self.conns.len(),
+            rtp_forwarded = load(&s.rtp_forwarded),
+            nacks_received = load(&s.nacks_received),
+            nack_retransmitted = load(&s.nack_retransmitted),
+            nack_missed = load(&s.nack_missed),
+            nack_suppressed = load(&s.nack_suppressed),
+            pli_received = load(&s.pli_received),
+            fir_received = load(&s.fir_received),
+            keyframe_requests = load(&s.keyframe_requests),
+            keyframe_requests_throttled = load(&s.keyframe_requests_throttled),
+            sender_reports_sent = load(&s.sender_reports_sent),
+            rtt_ms = ?rtt_ms.iter().max(),
+            "feedback counters"
+        );
     }
 
     fn next_id(&mut self) -> u64 {
@@ -386,6 +451,7 @@ impl Worker {
     fn drain(&mut self, id: ConnId, now: Instant) {
         let mut events = std::mem::take(&mut self.event_buf);
         let mut packets = std::mem::take(&mut self.rtp_buf);
+        let mut feedback = std::mem::take(&mut self.rtcp_buf);
         if let Some(c) = self.conns.get_mut(&id) {
             while let Some(event) = c.pc.poll_event() {
                 events.push(event);
@@ -393,6 +459,7 @@ impl Worker {
             while let Some(message) = c.pc.poll_read() {
                 match message.message {
                     RTCMessage::RtpPacket(track_id, packet) => packets.push((track_id, packet)),
+                    RTCMessage::RtcpPacket(_, rtcp) => feedback.extend(rtcp),
                     RTCMessage::DataChannelMessage(channel, m) => {
                         super::data::on_message(c, channel, m)
                     }
@@ -406,8 +473,12 @@ impl Worker {
         for (track_id, packet) in packets.drain(..) {
             self.forward(id, &track_id, packet, now);
         }
+        for packet in feedback.drain(..) {
+            self.on_rtcp(id, packet.as_ref(), now);
+        }
         self.event_buf = events;
         self.rtp_buf = packets;
+        self.rtcp_buf = feedback;
         self.maybe_offer(id);
     }
 
@@ -549,6 +620,11 @@ impl Worker {
             let Some(c) = self.conns.get_mut(&s.conn) else {
                 continue;
             };
+            // Until DTLS is up there are no SRTP keys; the subscriber starts on a keyframe
+            // once connected anyway.
+            if !c.connected {
+                continue;
+            }
             let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
                 continue;
             };
@@ -573,13 +649,125 @@ impl Worker {
         }
     }
 
+    // ------------------------------------------------------------------ RTCP from peers
+
+    fn on_rtcp(&mut self, id: ConnId, packet: &dyn rtcp::Packet, now: Instant) {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            self.stats.pli_received.fetch_add(1, Ordering::Relaxed);
+            self.keyframe_for_subscriber(id, pli.media_ssrc, now);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            self.stats.fir_received.fetch_add(1, Ordering::Relaxed);
+            for entry in &fir.fir {
+                self.keyframe_for_subscriber(id, entry.ssrc, now);
+            }
+        } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+            self.on_sender_report(id, sr, now);
+            self.on_report_blocks(id, &sr.reports, now);
+        } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            self.on_report_blocks(id, &rr.reports, now);
+        }
+    }
+
+    /// A subscriber asked for a keyframe of the down track it receives as `ssrc`: ask the
+    /// publisher for one on the layer that subscriber gets (throttled per layer).
+    fn keyframe_for_subscriber(&mut self, id: ConnId, ssrc: u32, now: Instant) {
+        let target = self.conns.get(&id).and_then(|c| {
+            c.down_tracks
+                .values()
+                .find(|dt| dt.ssrc == ssrc)
+                .and_then(|dt| Some((dt.receiver, dt.source?)))
+        });
+        if let Some((receiver, source)) = target {
+            tracing::trace!(conn = id.0, ssrc, "keyframe requested by subscriber");
+            self.request_keyframe(receiver, source, now);
+        }
+    }
+
+    /// A publisher's sender report: remember its clock for the reports we send subscribers.
+    fn on_sender_report(&mut self, id: ConnId, sr: &SenderReport, now: Instant) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        for receiver_id in c.published.values() {
+            if let Some(layer) = self
+                .receivers
+                .get_mut(receiver_id)
+                .and_then(|r| r.layer_mut(sr.ssrc))
+            {
+                layer.sender_clock = Some(SenderClock {
+                    ntp: sr.ntp_time,
+                    rtp: sr.rtp_time,
+                    received_at: now,
+                });
+                return;
+            }
+        }
+    }
+
+    /// Report blocks about what we send this connection: round-trip times.
+    fn on_report_blocks(&mut self, id: ConnId, blocks: &[ReceptionReport], now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        for block in blocks {
+            if let Some(dt) = c.down_tracks.values_mut().find(|dt| dt.ssrc == block.ssrc)
+                && let Some(rtt) = dt.on_report_block(block.last_sender_report, block.delay, now)
+            {
+                c.rtt = Some(rtt);
+                tracing::trace!(conn = id.0, rtt_ms = rtt.as_millis() as u64, "round trip");
+            }
+        }
+    }
+
+    /// Sends the sender reports that are due, with each publisher's clock translated through
+    /// the subscriber's timestamp rewriting.
+    fn send_sender_reports(&mut self, now: Instant) {
+        for receiver in self.receivers.values() {
+            let clock_rate = receiver.rtp_codec.clock_rate;
+            for s in &receiver.subscribers {
+                let Some(c) = self.conns.get_mut(&s.conn) else {
+                    continue;
+                };
+                let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
+                    continue;
+                };
+                let clock = dt
+                    .source
+                    .and_then(|ssrc| receiver.layer(ssrc))
+                    .and_then(|l| l.sender_clock.as_ref());
+                let Some(report) = dt.sender_report(clock, clock_rate, now) else {
+                    continue;
+                };
+                let sender = dt.sender;
+                if let Some(mut sender) = c.pc.rtp_sender(sender)
+                    && sender.write_rtcp(now, vec![Box::new(report)]).is_ok()
+                {
+                    self.stats
+                        .sender_reports_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(s.conn);
+                }
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ keyframes
 
     fn request_keyframe(&mut self, receiver_id: ReceiverId, ssrc: u32, now: Instant) {
         let Some(receiver) = self.receivers.get_mut(&receiver_id) else {
             return;
         };
-        if !receiver.is_video() || !receiver.allow_keyframe_request(ssrc, now) {
+        if !receiver.is_video() {
+            return;
+        }
+        if !receiver.allow_keyframe_request(ssrc, now) {
+            self.stats
+                .keyframe_requests_throttled
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let (publisher, rtc_receiver) = (receiver.publisher, receiver.rtc_receiver);
@@ -661,6 +849,7 @@ impl Worker {
             }
         }
         let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+        tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
 
@@ -884,7 +1073,7 @@ impl Worker {
         events: mpsc::Sender<ConnEvent>,
     ) -> Result<(), TransportError> {
         let credentials = IceCredentials::random();
-        let pc = peer::build(&self.settings, &credentials, Instant::now())
+        let pc = peer::build(&self.settings, &credentials, &self.stats, Instant::now())
             .map_err(|e| TransportError::Engine(e.to_string()))?;
         self.by_ufrag.insert(credentials.ufrag.clone(), conn);
         self.conns
@@ -941,11 +1130,8 @@ impl Worker {
                     ..Default::default()
                 },
                 active: true,
-                // No codec preference: the offer lists every codec we support, so the
-                // subscriber's answer negotiates them all. webrtc-rs fixes a connection's codec
-                // set at its first negotiated video (or audio) section and offers no way to
-                // widen it later; with a preference here, a subscriber first given VP8 could
-                // never receive H.264. The payload type is looked up by MIME type on answer.
+                // The codec binds the stream to the interceptors (NACK responder, RTX).
+                codec: receiver.rtp_codec.clone(),
                 ..Default::default()
             }],
         );
@@ -971,6 +1157,16 @@ impl Worker {
                 return;
             }
         };
+        // No codec preference, so the offer lists every codec we support and the subscriber's
+        // answer negotiates them all: webrtc-rs fixes a connection's codec set at its first
+        // negotiated video (or audio) section and offers no way to widen it later, so with a
+        // preference a subscriber first given VP8 could never receive H.264. The payload type
+        // is looked up by MIME type when the answer arrives.
+        if let Some(mut t) = c.pc.rtp_transceiver(transceiver)
+            && let Err(e) = t.set_codec_preferences(Vec::new())
+        {
+            tracing::debug!(conn = spec.subscriber.0, error = %e, "clearing codec preferences");
+        }
         let munger = RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, needs_keyframe);
         let dt = DownTrack::new(
             dt_id,

@@ -32,7 +32,10 @@ pub async fn start_with(config: Config) -> Server {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PRISM_TEST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // webrtc-rs warns per packet in normal races (media before DTLS completes)
+                .unwrap_or_else(|_| {
+                    "warn,rtc=error,rtc_dtls=error,rtc_ice=error,webrtc=error".into()
+                }),
         )
         .with_test_writer()
         .try_init();
