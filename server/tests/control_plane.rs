@@ -859,3 +859,70 @@ async fn health_and_plain_http_share_the_port() {
     assert_eq!(missing.status(), 404);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_timeout_counts_from_the_last_leave_and_deleted_rooms_leave_no_timer() {
+    let server = start().await;
+    let control = control(&server).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    control
+        .create_room(CreateRoomRequest {
+            name: "timed".into(),
+            empty_timeout: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Someone comes and goes 1.2 s into the 2 s: the room now has 2 s from their leave.
+    let mut c = RawClient::connect(&server, &token("timed", "visitor"))
+        .await
+        .unwrap();
+    c.wait_for(|m| {
+        matches!(m, prism_proto::signal::signal_response::Message::Join(_)).then_some(())
+    })
+    .await;
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.rooms().participant_count() == 0
+        })
+        .await
+    );
+    let left = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        server.rooms().get("timed").is_some(),
+        "closed before 2 s from the last leave"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.rooms().get("timed").is_none()
+        })
+        .await
+    );
+    assert!(left.elapsed() >= Duration::from_millis(1500));
+
+    // A deleted room's timer does not outlive it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = metrics.num_alive_tasks();
+    control
+        .create_room(CreateRoomRequest {
+            name: "long".into(),
+            empty_timeout: 3600,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    control.delete_room("long").await.unwrap();
+    let settled = eventually(Duration::from_secs(5), || async {
+        metrics.num_alive_tasks() <= before
+    })
+    .await;
+    assert!(
+        settled,
+        "tasks: {before} before, {} after",
+        metrics.num_alive_tasks()
+    );
+    server.shutdown().await;
+}

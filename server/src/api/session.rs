@@ -78,6 +78,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         };
         if let Err(e) = room.worker.open(conn, events_tx.clone()).await {
             let _ = send(&mut ws, &transport_error("join", e)).await;
+            // The room may have been created for us: let it close.
+            rooms.release(&room);
             return;
         }
         match room.join(spec.clone(), conn, outbox_tx.clone()) {

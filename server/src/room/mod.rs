@@ -190,9 +190,11 @@ impl RoomManager {
     }
 
     /// Called when a participant left (or a room was created empty): an empty room closes
-    /// once it has been empty for its empty timeout.
+    /// once it has been empty for its empty timeout. At most one timer runs per room; it
+    /// waits out the rest of the timeout when the room emptied again meanwhile, and stops
+    /// when someone is in the room (their leave arms it again) or the room is gone.
     pub fn release(self: &Arc<Self>, room: &Arc<Room>) {
-        if !room.is_empty() {
+        if !room.is_empty() || !self.is_current(room) {
             return;
         }
         let timeout = room.settings.empty_timeout;
@@ -200,12 +202,44 @@ impl RoomManager {
             self.remove_if_empty(room);
             return;
         }
+        if !room.arm_close_timer() {
+            return; // one is already waiting
+        }
         let manager = self.clone();
         let room = room.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            manager.remove_if_empty(&room);
+            let closed = room.closed();
+            tokio::pin!(closed);
+            let mut wait = timeout;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Deleted meanwhile: nothing left to wait for.
+                    _ = &mut closed => break,
+                }
+                if !manager.is_current(&room) {
+                    break;
+                }
+                match room.empty_for() {
+                    Some(empty) if empty >= timeout => {
+                        manager.remove_if_empty(&room);
+                        break;
+                    }
+                    Some(empty) => wait = timeout - empty,
+                    None => break,
+                }
+            }
+            room.disarm_close_timer();
+            // A leave that came while the timer was still armed relied on it: look again.
+            manager.release(&room);
         });
+    }
+
+    /// Whether `room` is the one registered under its name (not deleted or replaced).
+    fn is_current(&self, room: &Arc<Room>) -> bool {
+        self.rooms
+            .get(&room.name)
+            .is_some_and(|r| Arc::ptr_eq(r.value(), room))
     }
 
     fn remove_if_empty(&self, room: &Arc<Room>) {

@@ -3,6 +3,7 @@
 //! `try_send`) and the room's worker (`try_send` commands) without blocking.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,10 @@ pub struct Room {
     pub settings: RoomSettings,
     events: Arc<EventBus>,
     state: Mutex<State_>,
+    /// An empty-room timer is waiting (see `RoomManager::release`).
+    close_timer: AtomicBool,
+    /// Becomes true when the room closes; wakes its timer.
+    closed_signal: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a participant gets on joining.
@@ -74,7 +79,35 @@ impl Room {
                 empty_since: Some(Instant::now()),
                 ..State_::default()
             }),
+            close_timer: AtomicBool::new(false),
+            closed_signal: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Resolves once the room is closed.
+    pub(super) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed_signal.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Claims the room's empty-room timer; false when one is already waiting.
+    pub(super) fn arm_close_timer(&self) -> bool {
+        !self.close_timer.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn disarm_close_timer(&self) {
+        self.close_timer.store(false, Ordering::Release);
+    }
+
+    /// How long the room has been empty; `None` while someone is in it.
+    pub(super) fn empty_for(&self) -> Option<Duration> {
+        let s = self.lock();
+        if !s.members.is_empty() {
+            return None;
+        }
+        Some(s.empty_since.map_or(Duration::MAX, |t| t.elapsed()))
     }
 
     /// Emits an event about this room. Called with the lock held, so the room's events are
@@ -131,6 +164,7 @@ impl Room {
         if empty_long_enough {
             s.closed = true;
             self.emit(&s, events::ROOM_FINISHED, None, None, None);
+            self.closed_signal.send_replace(true);
         }
         s.closed
     }
@@ -147,6 +181,7 @@ impl Room {
             self.remove_member(&mut s, &sid, reason);
         }
         self.emit(&s, events::ROOM_FINISHED, None, None, None);
+        self.closed_signal.send_replace(true);
     }
 
     /// The participant with this identity.
