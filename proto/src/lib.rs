@@ -1,11 +1,25 @@
 //! Prism's wire messages. `signal` is the client signaling protocol carried over the WebSocket
 //! at `/rtc` as protobuf JSON; [`to_json`] and [`from_json`] are the one way both ends encode it.
+//! `control` is the gRPC control plane (`RoomService`, client and server), [`auth`] the access
+//! tokens both use.
+
+pub mod auth;
 
 #[allow(clippy::all, missing_docs)]
 pub mod signal {
     include!(concat!(env!("OUT_DIR"), "/prism.signal.rs"));
     include!(concat!(env!("OUT_DIR"), "/prism.signal.serde.rs"));
 }
+
+#[allow(clippy::all, missing_docs)]
+pub mod control {
+    include!(concat!(env!("OUT_DIR"), "/prism.control.rs"));
+    include!(concat!(env!("OUT_DIR"), "/prism.control.serde.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of every Prism .proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/prism_descriptor.bin"));
 
 /// Encodes a message as protobuf JSON.
 pub fn to_json<T: serde::Serialize>(message: &T) -> String {

@@ -84,6 +84,18 @@ pub enum ConfigError {
         "rtc.ice_failed_timeout_ms ({failed}) must not be shorter than rtc.ice_disconnected_timeout_ms ({disconnected})"
     )]
     IceTimeouts { disconnected: u64, failed: u64 },
+    #[error("webhooks.urls: {url:?} is not an http:// or https:// URL")]
+    WebhookUrl { url: String },
+    #[error(
+        "webhooks.api_key {key:?} is not a configured API key (webhooks are signed with its secret)"
+    )]
+    WebhookKey { key: String },
+    #[error(
+        "webhooks.api_key must name the API key whose secret signs webhooks: several keys are configured"
+    )]
+    WebhookKeyAmbiguous,
+    #[error("webhooks.{0} must be greater than 0")]
+    WebhookZero(&'static str),
 }
 
 impl From<figment::Error> for ConfigError {
@@ -105,6 +117,43 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub room: RoomConfig,
     pub log: LogConfig,
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhooks: room and participant events POSTed as JSON to every URL, signed with an API
+/// secret (`X-Prism-Signature: sha256=<hex HMAC-SHA256 of the body>`), retried with
+/// exponential backoff, in order per room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed. Default: none (webhooks off).
+    pub urls: Vec<String>,
+    /// The API key whose secret signs the bodies. Default: the only configured key.
+    pub api_key: String,
+    /// Timeout of one delivery attempt. Default 5000 ms.
+    pub timeout_ms: u64,
+    /// Attempts per event before it is given up (logged). Default 8.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time up to `retry_max_ms`. Default 500 ms.
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries. Default 30000 ms.
+    pub retry_max_ms: u64,
+    /// Events waiting per URL; when full, new events are dropped and counted. Default 4096.
+    pub queue_size: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            urls: Vec::new(),
+            api_key: String::new(),
+            timeout_ms: 5_000,
+            max_attempts: 8,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            queue_size: 4096,
+        }
+    }
 }
 
 /// Media transport settings.
@@ -163,6 +212,7 @@ impl Default for Config {
             rtc: RtcConfig::default(),
             room: RoomConfig::default(),
             log: LogConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -220,6 +270,7 @@ impl fmt::Debug for Config {
             .field("rtc", &self.rtc)
             .field("room", &self.room)
             .field("log", &self.log)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -229,7 +280,7 @@ fn dev_keys() -> BTreeMap<String, String> {
 }
 
 /// Top-level settings an environment variable may name; others with the prefix are ignored.
-const TOP_LEVEL: &[&str] = &["bind", "port", "keys", "rtc", "room", "log"];
+const TOP_LEVEL: &[&str] = &["bind", "port", "keys", "rtc", "room", "log", "webhooks"];
 
 impl Config {
     /// Embedded defaults < TOML file (if given) < `PRISM_*` environment variables; then
@@ -309,7 +360,45 @@ impl Config {
                 failed: self.rtc.ice_failed_timeout_ms,
             });
         }
+        if !self.webhooks.urls.is_empty() {
+            self.webhook_key()?;
+            let w = &self.webhooks;
+            for url in &w.urls {
+                let lower = url.to_ascii_lowercase();
+                let scheme_ok = lower.starts_with("http://") || lower.starts_with("https://");
+                if !scheme_ok || url.contains(char::is_whitespace) {
+                    return Err(ConfigError::WebhookUrl { url: url.clone() });
+                }
+            }
+            for (name, value) in [
+                ("timeout_ms", w.timeout_ms),
+                ("max_attempts", u64::from(w.max_attempts)),
+                ("retry_initial_ms", w.retry_initial_ms),
+                ("retry_max_ms", w.retry_max_ms),
+                ("queue_size", w.queue_size as u64),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError::WebhookZero(name));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The API key and secret that sign webhooks: `webhooks.api_key`, or the only key.
+    pub fn webhook_key(&self) -> Result<(&str, &str), ConfigError> {
+        let key = &self.webhooks.api_key;
+        if key.is_empty() {
+            if self.keys.len() != 1 {
+                return Err(ConfigError::WebhookKeyAmbiguous);
+            }
+            let (k, s) = self.keys.iter().next().ok_or(ConfigError::NoKeys)?;
+            return Ok((k, s));
+        }
+        self.keys
+            .get_key_value(key)
+            .map(|(k, s)| (k.as_str(), s.as_str()))
+            .ok_or_else(|| ConfigError::WebhookKey { key: key.clone() })
     }
 
     /// Whether the well-known dev secret is among the keys.

@@ -1,9 +1,10 @@
 //! Prism, an SFU media server: each participant holds one WebRTC peer connection to the
 //! server, which receives every track once and forwards it to its subscribers.
 //!
-//! Layers, data flowing down: [`api`] (HTTP, WebSocket signaling) → [`room`] (rooms,
-//! participants, subscriptions) → [`media`] (the per-packet hot path) → [`transport`] (UDP
-//! sockets and the peer connections on them, one worker thread per core).
+//! Layers, data flowing down: [`api`] (HTTP, WebSocket signaling, the gRPC control plane) →
+//! [`room`] (rooms, participants, subscriptions, data messages, room events) → [`media`] (the
+//! per-packet hot path) → [`transport`] (UDP sockets and the peer connections on them, one
+//! worker thread per core). [`webhooks`] delivers room events to configured URLs.
 
 pub mod api;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod media;
 pub mod room;
 pub mod transport;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +22,9 @@ use tokio::sync::oneshot;
 use crate::api::AppState;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
-use crate::room::RoomManager;
+use crate::room::{EventBus, EventSink, RoomManager};
 use crate::transport::{Transport, TransportError, WorkerSnapshot};
+use crate::webhooks::{WebhookError, Webhooks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -29,6 +32,8 @@ pub enum ServerError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -41,6 +46,7 @@ pub struct Server {
     http_addr: SocketAddr,
     rooms: Arc<RoomManager>,
     transport: Arc<Transport>,
+    webhooks: Option<Arc<Webhooks>>,
     stop: Option<oneshot::Sender<()>>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -50,11 +56,21 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
+        let webhooks = Webhooks::start(&config)?;
+        let sinks: Vec<Arc<dyn EventSink>> = webhooks
+            .iter()
+            .map(|w| w.clone() as Arc<dyn EventSink>)
+            .collect();
         let transport = Arc::new(Transport::start(&config)?);
-        let rooms = RoomManager::new(config.clone(), transport.clone());
+        let rooms = RoomManager::new(
+            config.clone(),
+            transport.clone(),
+            Arc::new(EventBus::new(sinks)),
+        );
+        let verifier = Arc::new(TokenVerifier::new(&config.keys));
         let state = AppState {
             rooms: rooms.clone(),
-            verifier: Arc::new(TokenVerifier::new(&config.keys)),
+            verifier: verifier.clone(),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -64,7 +80,8 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Listen { addr, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = api::router(state);
+        let grpc = api::grpc::router(rooms.clone(), verifier).await;
+        let app = api::grpc::dispatch(api::router(state), grpc);
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.await;
@@ -78,6 +95,7 @@ impl Server {
             http_addr,
             rooms,
             transport,
+            webhooks,
             stop: Some(stop),
             http: Some(http),
         })
@@ -93,6 +111,11 @@ impl Server {
 
     pub fn transport(&self) -> &Arc<Transport> {
         &self.transport
+    }
+
+    /// The webhook sender, when webhooks are configured.
+    pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     /// What every worker holds, for leak checks.
@@ -114,6 +137,9 @@ impl Server {
         if let Some(http) = self.http.take() {
             http.abort();
             let _ = http.await;
+        }
+        if let Some(w) = &self.webhooks {
+            w.shutdown();
         }
         let transport = self.transport.clone();
         let _ = tokio::task::spawn_blocking(move || transport.shutdown()).await;

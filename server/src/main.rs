@@ -1,5 +1,7 @@
 //! The `prism` binary: `prism` / `prism serve` runs the server, `prism token create` mints an
-//! access token.
+//! access token, `prism room ...` and `prism participant ...` talk to a server's control plane.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +29,20 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Rooms on a running server (control plane).
+    Room {
+        #[command(flatten)]
+        server: cli::ServerArgs,
+        #[command(subcommand)]
+        command: cli::RoomCommand,
+    },
+    /// Participants of a room on a running server (control plane).
+    Participant {
+        #[command(flatten)]
+        server: cli::ServerArgs,
+        #[command(subcommand)]
+        command: cli::ParticipantCommand,
     },
 }
 
@@ -56,7 +72,7 @@ struct TokenArgs {
     no_subscribe: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
@@ -77,15 +93,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    // Control-plane commands are clients: they need no server configuration.
+    let load = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+        Command::Serve => serve(load()?),
         Command::Token {
             command: TokenCommand::Create(args),
         } => {
-            println!("{}", create_token(&config, args)?);
+            println!("{}", create_token(&load()?, args)?);
             Ok(())
         }
+        Command::Room { server, command } => cli::run(cli::room(server, command)),
+        Command::Participant { server, command } => cli::run(cli::participant(server, command)),
     }
 }
 

@@ -56,6 +56,34 @@ pub enum ClientError {
     /// A caller-supplied argument is not usable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The room has reached its maximum number of participants.
+    #[error("room full: {0}")]
+    RoomFull(String),
+    /// A control-plane call failed: the gRPC status says why.
+    #[error("control plane: {:?}: {}", .0.code(), .0.message())]
+    Rpc(Box<tonic::Status>),
+    /// The control-plane connection could not be set up.
+    #[error("control plane connection: {0}")]
+    Connect(String),
+    /// An access token could not be made.
+    #[error("access token: {0}")]
+    Token(#[from] prism_proto::auth::AuthError),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Rpc(Box::new(status))
+    }
+}
+
+impl ClientError {
+    /// The gRPC status code of a failed control-plane call.
+    pub fn rpc_code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Rpc(status) => Some(status.code()),
+            _ => None,
+        }
+    }
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for ClientError {

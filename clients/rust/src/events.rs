@@ -105,6 +105,21 @@ pub enum RoomEvent {
     },
     /// The server's view of one subscription changed.
     SubscriptionUpdate(SubscriptionUpdate),
+    /// The server changed this participant's info (name, metadata, permissions, state), e.g.
+    /// through the control plane. Revoked publish permission also unpublishes our tracks
+    /// (`TrackUnpublished`); revoked subscribe permission ends our subscriptions.
+    LocalParticipantUpdated(ParticipantInfo),
+    /// A data message from another participant (or from the server, with an empty identity).
+    DataReceived {
+        /// The sender's identity; empty when the server sent it (control plane `SendData`).
+        participant_identity: String,
+        /// The application's bytes.
+        payload: bytes::Bytes,
+        /// The sender's topic, if any.
+        topic: String,
+        /// Whether it came on the reliable channel.
+        reliable: bool,
+    },
     /// The peer connection changed state.
     ConnectionStateChanged(ConnectionState),
     /// The room is over for us: the server disconnected us, signaling closed, or we left.

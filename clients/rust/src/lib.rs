@@ -51,12 +51,29 @@
 //! # }
 //! ```
 //!
+//! Data messages: [`Room::publish_data`] sends, [`RoomEvent::DataReceived`] receives. The
+//! control plane (create/list/delete rooms, manage participants) is [`control::ControlClient`];
+//! tokens are made with [`AccessToken`]:
+//!
+//! ```
+//! use prism_client::{AccessToken, Grants};
+//! let token = AccessToken::new("devkey", "secret")
+//!     .identity("alice")
+//!     .room("demo")
+//!     .grants(Grants { can_publish: false, ..Grants::default() })
+//!     .to_jwt()
+//!     .unwrap();
+//! assert_eq!(token.split('.').count(), 3);
+//! ```
+//!
 //! Keyframe requests (RTCP PLI/FIR) the server sends toward a published track are surfaced by
 //! [`LocalTrack::keyframe_requests`]; see the `rtcp` module notes in the source for how they
 //! get past webrtc-rs' interceptor chain.
 
 #![warn(missing_docs)]
 
+pub mod control;
+mod data;
 mod error;
 mod events;
 mod negotiation;
@@ -67,8 +84,12 @@ mod state;
 pub mod synthetic;
 mod track;
 
+pub use data::{DataOptions, MAX_DATA_PAYLOAD};
 pub use error::{ClientError, Result};
 pub use events::{ConnectionState, RoomEvent, RoomEvents};
+/// Access tokens: build one for a participant (or an admin) with [`AccessToken`]. The same
+/// implementation the server verifies them with.
+pub use prism_proto::auth::{AccessToken, AuthError, Grants};
 pub use room::{ConnectOptions, Room};
 pub use track::{
     Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, SenderReportTime, TrackKind,

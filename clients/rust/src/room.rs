@@ -19,7 +19,6 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -28,6 +27,7 @@ use webrtc::peer_connection::{
     RTCSessionDescription, SettingEngineBuilder,
 };
 
+use crate::data::{DataChannels, DataOptions};
 use crate::error::{ClientError, Result};
 use crate::events::{ConnectionState, RoomEvent, RoomEvents};
 use crate::negotiation::{Negotiator, RemoteOffer};
@@ -117,6 +117,7 @@ struct RoomInner {
     shared: Shared,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     publish_timeout: Duration,
+    data: DataChannels,
 }
 
 /// A connection to a Prism room. Cheap to clone; every clone is the same connection.
@@ -154,6 +155,11 @@ impl Room {
             Err(_) => return Err(ClientError::Timeout("join")),
             Ok(Incoming::Message(message)) => match *message {
                 signal_response::Message::Join(join) => join,
+                signal_response::Message::Error(e)
+                    if e.code() == prism_proto::signal::ErrorCode::RoomFull =>
+                {
+                    return Err(ClientError::RoomFull(e.message));
+                }
                 signal_response::Message::Error(e) => {
                     return Err(ClientError::Server {
                         code: e.code(),
@@ -191,11 +197,12 @@ impl Room {
             },
         )
         .await?;
-        let data_channel = match pc.create_data_channel("_reliable", None).await {
-            Ok(dc) => dc,
+        let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(1));
+        let data = match DataChannels::create(&pc, &event_tx).await {
+            Ok(data) => data,
             Err(e) => {
                 let _ = pc.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
 
@@ -208,10 +215,8 @@ impl Room {
             ..Default::default()
         }));
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
-        let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(1));
         let engine = Engine {
             pc,
-            _data_channel: data_channel,
             writer,
             reader,
             commands: cmd_rx,
@@ -232,6 +237,7 @@ impl Room {
                 shared,
                 task: tokio::sync::Mutex::new(Some(task)),
                 publish_timeout: options.publish_timeout,
+                data,
             }),
         };
         Ok((room, RoomEvents::new(event_rx)))
@@ -390,6 +396,43 @@ impl Room {
         .await
     }
 
+    /// Sends a data message to the other participants of the room (all of them, or those
+    /// whose identities are listed), on the reliable or the lossy data channel. They receive
+    /// [`RoomEvent::DataReceived`] with our identity. Waits for the channel to open (at most
+    /// the publish timeout). Payloads are limited to
+    /// [`MAX_DATA_PAYLOAD`](crate::MAX_DATA_PAYLOAD) bytes.
+    pub async fn publish_data<S: AsRef<str>>(
+        &self,
+        payload: impl Into<bytes::Bytes>,
+        reliable: bool,
+        destination_identities: &[S],
+    ) -> Result<()> {
+        let options = DataOptions {
+            lossy: !reliable,
+            destination_identities: destination_identities
+                .iter()
+                .map(|s| s.as_ref().to_owned())
+                .collect(),
+            topic: String::new(),
+        };
+        self.publish_data_with(payload, options).await
+    }
+
+    /// [`publish_data`](Self::publish_data) with every option, the topic included.
+    pub async fn publish_data_with(
+        &self,
+        payload: impl Into<bytes::Bytes>,
+        options: DataOptions,
+    ) -> Result<()> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        self.inner
+            .data
+            .publish(payload.into(), options, self.inner.publish_timeout)
+            .await
+    }
+
     /// Leaves the room: sends `leave`, closes the socket and the peer connection, and waits
     /// for the background task to end. Calling it again is harmless.
     pub async fn leave(&self) -> Result<()> {
@@ -523,7 +566,6 @@ enum Exit {
 /// The room task: owns the socket, the peer connection and all negotiation.
 struct Engine {
     pc: Arc<dyn PeerConnection>,
-    _data_channel: Arc<dyn DataChannel>,
     writer: SignalWriter,
     reader: SignalReader,
     commands: mpsc::Receiver<Command>,

@@ -127,11 +127,23 @@ pub(crate) async fn connect(url: &Url) -> Result<(SignalWriter, SignalReader)> {
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
-            return Err(if status == 401 || status == 403 {
-                ClientError::Unauthorized { status, body }
-            } else {
-                ClientError::HttpStatus { status, body }
-            });
+            let code = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    Some((
+                        v.get("error")?.as_str()?.to_owned(),
+                        v.get("message")?.as_str()?.to_owned(),
+                    ))
+                });
+            return Err(
+                if let Some(("room_full", message)) = code.as_ref().map(|(c, m)| (c.as_str(), m)) {
+                    ClientError::RoomFull(message.clone())
+                } else if status == 401 || status == 403 {
+                    ClientError::Unauthorized { status, body }
+                } else {
+                    ClientError::HttpStatus { status, body }
+                },
+            );
         }
         Err(e) => return Err(e.into()),
     };

@@ -69,8 +69,8 @@ impl RoomState {
                     return vec![];
                 };
                 if p.sid == self.local.sid {
-                    self.local = p;
-                    return vec![];
+                    self.local = p.clone();
+                    return vec![RoomEvent::LocalParticipantUpdated(p)];
                 }
                 self.participants.insert(p.sid.clone(), p.clone());
                 vec![RoomEvent::ParticipantUpdated(p)]

@@ -1,6 +1,8 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints. Errors are JSON bodies
+//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, and the gRPC control
+//! plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
+pub mod grpc;
 mod session;
 mod signaling;
 

@@ -34,9 +34,12 @@ fn room_error(request: &str, e: RoomError) -> SignalResponse {
     let code = match e {
         RoomError::TrackNotFound(_)
         | RoomError::ParticipantNotFound
+        | RoomError::IdentityNotFound(_)
         | RoomError::RoomNotFound(_) => ErrorCode::NotFound,
         RoomError::NotAllowed(_) => ErrorCode::NotAllowed,
-        _ => ErrorCode::Internal,
+        RoomError::InvalidArgument(_) => ErrorCode::BadRequest,
+        RoomError::RoomFull(..) => ErrorCode::RoomFull,
+        RoomError::RoomClosed(_) | RoomError::Transport(_) => ErrorCode::Internal,
     };
     error(code, request, e.to_string())
 }
@@ -75,6 +78,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         };
         if let Err(e) = room.worker.open(conn, events_tx.clone()).await {
             let _ = send(&mut ws, &transport_error("join", e)).await;
+            // The room may have been created for us: let it close.
+            rooms.release(&room);
             return;
         }
         match room.join(spec.clone(), conn, outbox_tx.clone()) {
@@ -83,8 +88,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
             Err(e) => {
                 room.worker.close(conn);
                 let _ = send(&mut ws, &room_error("join", e)).await;
-                let _ = ws.send(WsMessage::Close(None)).await;
                 rooms.release(&room);
+                close(ws).await;
                 return;
             }
         }
@@ -107,8 +112,23 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         DisconnectReason::SignalingClosed
     };
     room.leave(&session.sid, reason);
-    let _ = ws.send(WsMessage::Close(None)).await;
     rooms.release(&room);
+    close(ws).await;
+}
+
+/// How long the closing handshake may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Closes the WebSocket with the closing handshake: sends Close, then reads until the client
+/// closes too. Dropping the socket at once would make the kernel reset the connection if the
+/// client's last frames are still unread, and a reset can destroy what we sent last (a
+/// `leave` telling the client why) before the client reads it.
+async fn close(mut ws: WebSocket) {
+    let _ = ws.send(WsMessage::Close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = ws.recv().await {}
+    })
+    .await;
 }
 
 struct Session {
@@ -268,7 +288,12 @@ impl Session {
                 "the offer has no SDP",
             ));
         }
-        if !self.spec.permission.can_publish && sends_media(&offer.sdp) {
+        // Permissions can change while connected (control plane): ask the room, not the token.
+        let can_publish = self
+            .room
+            .permission(&self.sid)
+            .map_or(self.spec.permission.can_publish, |p| p.can_publish);
+        if !can_publish && sends_media(&offer.sdp) {
             return Some(error(
                 ErrorCode::NotAllowed,
                 "offer",
@@ -335,6 +360,9 @@ impl Session {
                     reason,
                 ))
             }
+            ConnEvent::Data { reliable, payload } => {
+                return self.on_data(ws, reliable, payload).await;
+            }
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
@@ -353,6 +381,44 @@ impl Session {
         )
         .await)
             .then_some(DisconnectReason::SignalingClosed)
+    }
+}
+
+impl Session {
+    /// A data channel message from the participant: relay it to the room.
+    async fn on_data(
+        &mut self,
+        ws: &mut WebSocket,
+        reliable: bool,
+        payload: bytes::Bytes,
+    ) -> Option<DisconnectReason> {
+        let mut packet = match <pb::DataPacket as prost::Message>::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                let reply = error(
+                    ErrorCode::BadRequest,
+                    "data",
+                    format!("undecodable data packet: {e}"),
+                );
+                return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
+            }
+        };
+        // The channel it came on decides how it is relayed.
+        packet.set_kind(if reliable {
+            pb::data_packet::Kind::Reliable
+        } else {
+            pb::data_packet::Kind::Lossy
+        });
+        match self.room.send_data(Some(&self.sid), packet) {
+            Ok(n) => {
+                tracing::trace!(participant = %self.sid, reliable, recipients = n, "data relayed");
+                None
+            }
+            Err(e) => {
+                let reply = room_error("data", e);
+                (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed)
+            }
+        }
     }
 }
 

@@ -65,17 +65,34 @@ pub async fn rtc(
             ));
         }
     };
-    // Checked before the upgrade so a refused join is a plain HTTP error.
-    app.rooms.get_or_create(&claims.room).map_err(|e| match e {
-        RoomError::RoomNotFound(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
+    // Checked before the upgrade so a refused join is a plain HTTP error. Nothing is created
+    // here: a client that never completes the upgrade leaves no room behind. (A join racing
+    // others for the last place may still be refused after the upgrade, with a ROOM_FULL
+    // error message and close.)
+    match app.rooms.get(&claims.room) {
+        Some(room) => {
+            let max = room.settings.max_participants;
+            // Someone rejoining under their identity replaces themselves: not refused.
+            let full = max > 0 && room.participant_count() as u32 >= max;
+            if full && room.participant(&claims.sub).is_none() {
+                let e = RoomError::RoomFull(claims.room.clone(), max);
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "room_full",
+                    e.to_string(),
+                ));
+            }
         }
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            other.to_string(),
-        ),
-    })?;
+        None if !app.rooms.config().room.auto_create => {
+            let e = RoomError::RoomNotFound(claims.room.clone());
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "room_not_found",
+                e.to_string(),
+            ));
+        }
+        None => {}
+    }
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

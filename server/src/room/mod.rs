@@ -3,6 +3,9 @@
 //! of the room carries it out. Every room lives on one worker, so its forwarding never
 //! crosses threads.
 
+mod admin;
+mod data;
+pub mod events;
 mod member;
 mod state;
 
@@ -15,8 +18,15 @@ use rand::distr::Alphanumeric;
 
 use crate::config::Config;
 use crate::transport::Transport;
+pub use admin::ParticipantUpdate;
+pub use data::MAX_DATA_PACKET;
+pub use events::{EventBus, EventSink};
 pub use member::JoinSpec;
+use prism_proto::signal::DisconnectReason;
 pub use state::{Joined, Room};
+
+/// Longest room name accepted.
+pub const MAX_ROOM_NAME: usize = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RoomError {
@@ -28,6 +38,10 @@ pub enum RoomError {
     RoomClosed(String),
     #[error("participant is not in the room")]
     ParticipantNotFound,
+    #[error("participant {0:?} is not in the room")]
+    IdentityNotFound(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     #[error("track {0:?} not found")]
     TrackNotFound(String),
     #[error("not allowed: {0}")]
@@ -50,20 +64,91 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Per-room settings, from CreateRoom or the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// How long the room stays open while empty.
+    pub empty_timeout: Duration,
+    /// 0 = unlimited.
+    pub max_participants: u32,
+    pub metadata: String,
+}
+
 /// Every room of this node, by name.
 pub struct RoomManager {
     rooms: DashMap<String, Arc<Room>>,
     transport: Arc<Transport>,
     config: Arc<Config>,
+    events: Arc<EventBus>,
 }
 
 impl RoomManager {
-    pub fn new(config: Arc<Config>, transport: Arc<Transport>) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, transport: Arc<Transport>, events: Arc<EventBus>) -> Arc<Self> {
         Arc::new(Self {
             rooms: DashMap::new(),
             transport,
             config,
+            events,
         })
+    }
+
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
+    /// The settings of a room created by a join.
+    pub fn default_settings(&self) -> RoomSettings {
+        RoomSettings {
+            empty_timeout: Duration::from_secs(self.config.room.empty_timeout_secs),
+            max_participants: self.config.room.max_participants,
+            metadata: String::new(),
+        }
+    }
+
+    fn new_room(&self, name: &str, settings: RoomSettings) -> Arc<Room> {
+        let room = Arc::new(Room::new(
+            name.to_owned(),
+            self.transport.pick(),
+            settings,
+            self.events.clone(),
+        ));
+        room.started();
+        tracing::info!(room = %name, sid = %room.sid, worker = room.worker.index, "room created");
+        room
+    }
+
+    /// Creates a room with explicit settings, or returns the existing one of that name
+    /// unchanged (with `false`). A new room closes after its empty timeout unless someone
+    /// joins.
+    pub fn create(
+        self: &Arc<Self>,
+        name: &str,
+        settings: RoomSettings,
+    ) -> Result<(Arc<Room>, bool), RoomError> {
+        validate_room_name(name)?;
+        let mut created = false;
+        let room = self
+            .rooms
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                created = true;
+                self.new_room(name, settings)
+            })
+            .clone();
+        if created {
+            self.release(&room);
+        }
+        Ok((room, created))
+    }
+
+    /// Closes a room now: everyone in it is disconnected with `ROOM_DELETED`.
+    pub fn delete(&self, name: &str) -> Result<(), RoomError> {
+        let Some((_, room)) = self.rooms.remove(name) else {
+            return Err(RoomError::RoomNotFound(name.to_owned()));
+        };
+        room.close(DisconnectReason::RoomDeleted);
+        tracing::info!(room = %room.name, sid = %room.sid, "room deleted");
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -83,18 +168,11 @@ impl RoomManager {
         if !self.config.room.auto_create {
             return Err(RoomError::RoomNotFound(name.to_owned()));
         }
+        validate_room_name(name)?;
         let room = self
             .rooms
             .entry(name.to_owned())
-            .or_insert_with(|| {
-                let room = Arc::new(Room::new(
-                    name.to_owned(),
-                    self.transport.pick(),
-                    self.config.room.max_participants,
-                ));
-                tracing::info!(room = %name, sid = %room.sid, worker = room.worker.index, "room created");
-                room
-            })
+            .or_insert_with(|| self.new_room(name, self.default_settings()))
             .clone();
         Ok(room)
     }
@@ -111,31 +189,77 @@ impl RoomManager {
         self.rooms.iter().map(|r| r.participant_count()).sum()
     }
 
-    /// Called when a participant left: an empty room closes after the empty timeout, unless
-    /// someone joined meanwhile.
+    /// Called when a participant left (or a room was created empty): an empty room closes
+    /// once it has been empty for its empty timeout. At most one timer runs per room; it
+    /// waits out the rest of the timeout when the room emptied again meanwhile, and stops
+    /// when someone is in the room (their leave arms it again) or the room is gone.
     pub fn release(self: &Arc<Self>, room: &Arc<Room>) {
-        if !room.is_empty() {
+        if !room.is_empty() || !self.is_current(room) {
             return;
         }
-        let timeout = Duration::from_secs(self.config.room.empty_timeout_secs);
+        let timeout = room.settings.empty_timeout;
         if timeout.is_zero() {
             self.remove_if_empty(room);
             return;
         }
+        if !room.arm_close_timer() {
+            return; // one is already waiting
+        }
         let manager = self.clone();
         let room = room.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            manager.remove_if_empty(&room);
+            let closed = room.closed();
+            tokio::pin!(closed);
+            let mut wait = timeout;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Deleted meanwhile: nothing left to wait for.
+                    _ = &mut closed => break,
+                }
+                if !manager.is_current(&room) {
+                    break;
+                }
+                match room.empty_for() {
+                    Some(empty) if empty >= timeout => {
+                        manager.remove_if_empty(&room);
+                        break;
+                    }
+                    Some(empty) => wait = timeout - empty,
+                    None => break,
+                }
+            }
+            room.disarm_close_timer();
+            // A leave that came while the timer was still armed relied on it: look again.
+            manager.release(&room);
         });
+    }
+
+    /// Whether `room` is the one registered under its name (not deleted or replaced).
+    fn is_current(&self, room: &Arc<Room>) -> bool {
+        self.rooms
+            .get(&room.name)
+            .is_some_and(|r| Arc::ptr_eq(r.value(), room))
     }
 
     fn remove_if_empty(&self, room: &Arc<Room>) {
         let removed = self.rooms.remove_if(&room.name, |_, r| {
-            Arc::ptr_eq(r, room) && r.close_if_empty()
+            Arc::ptr_eq(r, room) && r.close_if_empty(r.settings.empty_timeout)
         });
         if removed.is_some() {
             tracing::info!(room = %room.name, sid = %room.sid, "room closed");
         }
     }
+}
+
+fn validate_room_name(name: &str) -> Result<(), RoomError> {
+    if name.trim().is_empty() {
+        return Err(RoomError::InvalidArgument("the room name is empty".into()));
+    }
+    if name.len() > MAX_ROOM_NAME {
+        return Err(RoomError::InvalidArgument(format!(
+            "the room name is longer than {MAX_ROOM_NAME} bytes"
+        )));
+    }
+    Ok(())
 }

@@ -3,7 +3,9 @@
 //! `try_send`) and the room's worker (`try_send` commands) without blocking.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prism_proto::signal::{
     self as pb, AddTrackRequest, DisconnectReason, JoinResponse, ParticipantInfo, SignalResponse,
@@ -11,24 +13,27 @@ use prism_proto::signal::{
 };
 use tokio::sync::mpsc;
 
+use super::events::{self, EventBus};
 use super::member::{JoinSpec, Member};
-use super::{RoomError, new_sid, unix_now};
+use super::{RoomError, RoomSettings, new_sid, unix_now};
 use crate::transport::{ConnId, MediaKind, SubscribeSpec, WorkerHandle};
 
-struct Publication {
-    info: TrackInfo,
-    publisher_sid: String,
+pub(super) struct Publication {
+    pub(super) info: TrackInfo,
+    pub(super) publisher_sid: String,
     publisher_conn: ConnId,
     /// The publisher's id for the track (msid track id) — the worker's key.
     track_id: String,
 }
 
 #[derive(Default)]
-struct State_ {
-    members: HashMap<String, Member>,
-    by_identity: HashMap<String, String>,
-    publications: HashMap<String, Publication>,
+pub(super) struct State_ {
+    pub(super) members: HashMap<String, Member>,
+    pub(super) by_identity: HashMap<String, String>,
+    pub(super) publications: HashMap<String, Publication>,
     closed: bool,
+    /// Since when nobody is in the room (None while someone is).
+    empty_since: Option<Instant>,
 }
 
 pub struct Room {
@@ -36,8 +41,13 @@ pub struct Room {
     pub name: String,
     pub created_at: i64,
     pub worker: WorkerHandle,
-    max_participants: u32,
+    pub settings: RoomSettings,
+    events: Arc<EventBus>,
     state: Mutex<State_>,
+    /// An empty-room timer is waiting (see `RoomManager::release`).
+    close_timer: AtomicBool,
+    /// Becomes true when the room closes; wakes its timer.
+    closed_signal: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a participant gets on joining.
@@ -47,23 +57,90 @@ pub struct Joined {
     pub response: JoinResponse,
 }
 
-fn message(m: Message) -> SignalResponse {
+pub(super) fn message(m: Message) -> SignalResponse {
     SignalResponse { message: Some(m) }
 }
 
 impl Room {
-    pub fn new(name: String, worker: WorkerHandle, max_participants: u32) -> Self {
+    pub fn new(
+        name: String,
+        worker: WorkerHandle,
+        settings: RoomSettings,
+        events: Arc<EventBus>,
+    ) -> Self {
         Self {
             sid: new_sid("RM"),
             name,
             created_at: unix_now(),
             worker,
-            max_participants,
-            state: Mutex::new(State_::default()),
+            settings,
+            events,
+            state: Mutex::new(State_ {
+                empty_since: Some(Instant::now()),
+                ..State_::default()
+            }),
+            close_timer: AtomicBool::new(false),
+            closed_signal: tokio::sync::watch::Sender::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
+    /// Resolves once the room is closed.
+    pub(super) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed_signal.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Claims the room's empty-room timer; false when one is already waiting.
+    pub(super) fn arm_close_timer(&self) -> bool {
+        !self.close_timer.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn disarm_close_timer(&self) {
+        self.close_timer.store(false, Ordering::Release);
+    }
+
+    /// How long the room has been empty; `None` while someone is in it.
+    pub(super) fn empty_for(&self) -> Option<Duration> {
+        let s = self.lock();
+        if !s.members.is_empty() {
+            return None;
+        }
+        Some(s.empty_since.map_or(Duration::MAX, |t| t.elapsed()))
+    }
+
+    /// Emits an event about this room. Called with the lock held, so the room's events are
+    /// emitted in the order they happened.
+    pub(super) fn emit(
+        &self,
+        s: &State_,
+        kind: &str,
+        participant: Option<ParticipantInfo>,
+        track: Option<TrackInfo>,
+        reason: Option<DisconnectReason>,
+    ) {
+        self.events.emit(events::event(
+            kind,
+            self.room_info(s),
+            participant,
+            track,
+            reason,
+        ));
+    }
+
+    /// Announces the room (`room_started`); called once, by the manager that created it.
+    pub(super) fn started(&self) {
+        let s = self.lock();
+        self.emit(&s, events::ROOM_STARTED, None, None, None);
+    }
+
+    /// The room as the control plane describes it.
+    pub fn info(&self) -> pb::Room {
+        self.room_info(&self.lock())
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
         // A panic while holding the lock would be a bug; keep serving the rest of the room.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -76,13 +153,74 @@ impl Room {
         self.lock().members.is_empty()
     }
 
-    /// Marks the room closed if nobody is in it; true when closed.
-    pub(super) fn close_if_empty(&self) -> bool {
+    /// Marks the room closed if nobody has been in it for `min_empty`; true when it is closed.
+    pub(super) fn close_if_empty(&self, min_empty: Duration) -> bool {
         let mut s = self.lock();
-        if s.members.is_empty() {
+        if s.closed {
+            return true;
+        }
+        let empty_long_enough =
+            s.members.is_empty() && s.empty_since.is_none_or(|t| t.elapsed() >= min_empty);
+        if empty_long_enough {
             s.closed = true;
+            self.emit(&s, events::ROOM_FINISHED, None, None, None);
+            self.closed_signal.send_replace(true);
         }
         s.closed
+    }
+
+    /// Closes the room now, disconnecting everyone in it with `reason`.
+    pub(super) fn close(&self, reason: DisconnectReason) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.closed = true;
+        let sids: Vec<String> = s.members.keys().cloned().collect();
+        for sid in sids {
+            self.remove_member(&mut s, &sid, reason);
+        }
+        self.emit(&s, events::ROOM_FINISHED, None, None, None);
+        self.closed_signal.send_replace(true);
+    }
+
+    /// The participant with this identity.
+    pub fn participant(&self, identity: &str) -> Option<ParticipantInfo> {
+        let s = self.lock();
+        let sid = s.by_identity.get(identity)?;
+        s.members.get(sid).map(|m| m.info.clone())
+    }
+
+    /// A participant's permissions now (they may change while it is connected).
+    pub fn permission(&self, participant_sid: &str) -> Option<pb::ParticipantPermission> {
+        self.lock()
+            .members
+            .get(participant_sid)
+            .map(|m| m.permission())
+    }
+
+    pub(super) fn sid_of(s: &State_, identity: &str) -> Result<String, RoomError> {
+        s.by_identity
+            .get(identity)
+            .cloned()
+            .ok_or_else(|| RoomError::IdentityNotFound(identity.to_owned()))
+    }
+
+    /// The sid of the participant with this identity.
+    pub fn participant_sid(&self, identity: &str) -> Result<String, RoomError> {
+        Self::sid_of(&self.lock(), identity)
+    }
+
+    /// Disconnects a participant, telling it why.
+    pub fn remove_participant(
+        &self,
+        identity: &str,
+        reason: DisconnectReason,
+    ) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let sid = Self::sid_of(&s, identity)?;
+        self.remove_member(&mut s, &sid, reason);
+        Ok(())
     }
 
     pub fn participants(&self) -> Vec<ParticipantInfo> {
@@ -97,9 +235,11 @@ impl Room {
         pb::Room {
             sid: self.sid.clone(),
             name: self.name.clone(),
-            metadata: String::new(),
+            metadata: self.settings.metadata.clone(),
             num_participants: s.members.len() as u32,
             creation_time: self.created_at,
+            empty_timeout: u32::try_from(self.settings.empty_timeout.as_secs()).unwrap_or(u32::MAX),
+            max_participants: self.settings.max_participants,
         }
     }
 
@@ -118,11 +258,9 @@ impl Room {
         if let Some(old_sid) = s.by_identity.get(&spec.identity).cloned() {
             self.remove_member(&mut s, &old_sid, DisconnectReason::DuplicateIdentity);
         }
-        if self.max_participants > 0 && s.members.len() as u32 >= self.max_participants {
-            return Err(RoomError::RoomFull(
-                self.name.clone(),
-                self.max_participants,
-            ));
+        let max = self.settings.max_participants;
+        if max > 0 && s.members.len() as u32 >= max {
+            return Err(RoomError::RoomFull(self.name.clone(), max));
         }
         let sid = new_sid("PA");
         let member = Member::new(sid.clone(), &spec, conn, outbox);
@@ -143,7 +281,10 @@ impl Room {
         };
         let subscribe_all = spec.auto_subscribe && spec.permission.can_subscribe;
         s.by_identity.insert(spec.identity.clone(), sid.clone());
+        let info = member.info.clone();
         s.members.insert(sid.clone(), member);
+        s.empty_since = None;
+        self.emit(&s, events::PARTICIPANT_JOINED, Some(info), None, None);
         if subscribe_all {
             let sids: Vec<String> = s.publications.keys().cloned().collect();
             for track_sid in sids {
@@ -190,7 +331,16 @@ impl Room {
             .map(|(k, _)| k.clone())
             .collect();
         for track_sid in gone {
-            s.publications.remove(&track_sid);
+            let Some(p) = s.publications.remove(&track_sid) else {
+                continue;
+            };
+            self.emit(
+                s,
+                events::TRACK_UNPUBLISHED,
+                Some(member.info.clone()),
+                Some(p.info),
+                None,
+            );
             for m in s.members.values_mut() {
                 m.subscriptions.remove(&track_sid);
                 m.send(message(Message::TrackUnpublished(pb::TrackUnpublished {
@@ -206,6 +356,12 @@ impl Room {
                 reason: reason as i32,
             })));
         }
+        if s.members.is_empty() {
+            s.empty_since = Some(Instant::now());
+        }
+        let mut info = member.info;
+        info.state = State::Disconnected as i32;
+        self.emit(s, events::PARTICIPANT_LEFT, Some(info), None, Some(reason));
         // The worker drops everything forwarded from or to this connection.
         self.worker.close(member.conn);
         tracing::info!(room = %self.name, participant = %sid, reason = reason.as_str_name(), "participant left");
@@ -230,6 +386,7 @@ impl Room {
                 )));
             }
         }
+        self.emit(&s, events::PARTICIPANT_UPDATED, Some(info), None, None);
     }
 
     /// The participant announced a track: publish it now (its media follows).
@@ -400,6 +557,14 @@ impl Room {
                 track: Some(info.clone()),
             })));
         }
+        let publisher = s.members.get(participant_sid).map(|m| m.info.clone());
+        self.emit(
+            s,
+            events::TRACK_PUBLISHED,
+            publisher,
+            Some(info.clone()),
+            None,
+        );
         let subscribers: Vec<String> = s
             .members
             .iter()
@@ -416,6 +581,15 @@ impl Room {
 
     pub fn unpublish(&self, participant_sid: &str, track_sid: &str) -> Result<(), RoomError> {
         let mut s = self.lock();
+        self.unpublish_locked(&mut s, participant_sid, track_sid)
+    }
+
+    pub(super) fn unpublish_locked(
+        &self,
+        s: &mut State_,
+        participant_sid: &str,
+        track_sid: &str,
+    ) -> Result<(), RoomError> {
         let owned = s
             .publications
             .get(track_sid)
@@ -436,6 +610,14 @@ impl Room {
                 track_sid: track_sid.to_owned(),
             })));
         }
+        let publisher = s.members.get(participant_sid).map(|m| m.info.clone());
+        self.emit(
+            s,
+            events::TRACK_UNPUBLISHED,
+            publisher,
+            Some(p.info.clone()),
+            None,
+        );
         self.worker
             .unpublish(p.publisher_conn, p.track_id)
             .map_err(|e| RoomError::Transport(e.to_string()))
@@ -446,14 +628,37 @@ impl Room {
         participant_sid: &str,
         track_sid: &str,
         muted: bool,
-    ) -> Result<(), RoomError> {
+    ) -> Result<TrackInfo, RoomError> {
         let mut s = self.lock();
+        self.mute_locked(&mut s, participant_sid, track_sid, muted)
+    }
+
+    /// Mutes or unmutes a participant's track on its behalf (control plane).
+    pub fn mute_track(
+        &self,
+        identity: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<TrackInfo, RoomError> {
+        let mut s = self.lock();
+        let sid = Self::sid_of(&s, identity)?;
+        self.mute_locked(&mut s, &sid, track_sid, muted)
+    }
+
+    fn mute_locked(
+        &self,
+        s: &mut State_,
+        participant_sid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<TrackInfo, RoomError> {
         let p = s
             .publications
             .get_mut(track_sid)
             .filter(|p| p.publisher_sid == participant_sid)
             .ok_or_else(|| RoomError::TrackNotFound(track_sid.to_owned()))?;
         p.info.muted = muted;
+        let track = p.info.clone();
         if let Some(m) = s.members.get_mut(participant_sid)
             && let Some(t) = m.info.tracks.iter_mut().find(|t| t.sid == track_sid)
         {
@@ -466,7 +671,9 @@ impl Room {
                 muted,
             })));
         }
-        Ok(())
+        let publisher = s.members.get(participant_sid).map(|m| m.info.clone());
+        self.emit(s, events::TRACK_MUTED, publisher, Some(track.clone()), None);
+        Ok(track)
     }
 
     /// Explicit subscribe or unsubscribe. Unknown track sids are an error; nothing changes then.
@@ -482,7 +689,9 @@ impl Room {
             .get(participant_sid)
             .ok_or(RoomError::ParticipantNotFound)?;
         if subscribe && !m.permission().can_subscribe {
-            return Err(RoomError::NotAllowed("this token cannot subscribe".into()));
+            return Err(RoomError::NotAllowed(
+                "this participant may not subscribe".into(),
+            ));
         }
         if let Some(missing) = track_sids.iter().find(|t| !s.publications.contains_key(*t)) {
             return Err(RoomError::TrackNotFound(missing.clone()));
@@ -509,7 +718,7 @@ impl Room {
         }
     }
 
-    fn subscribe_locked(&self, s: &mut State_, subscriber_sid: &str, track_sid: &str) {
+    pub(super) fn subscribe_locked(&self, s: &mut State_, subscriber_sid: &str, track_sid: &str) {
         let Some(p) = s.publications.get(track_sid) else {
             return;
         };

@@ -31,6 +31,7 @@ pub(crate) struct Connection {
     pub connected: bool,
     /// Latest round-trip time measured from the receiver reports of this connection.
     pub rtt: Option<std::time::Duration>,
+    pub data_channels: super::data::DataChannels,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +72,7 @@ impl Connection {
             dirty: true,
             connected: false,
             rtt: None,
+            data_channels: Default::default(),
         }
     }
 

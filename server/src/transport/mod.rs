@@ -3,6 +3,7 @@
 //! worker through [`WorkerHandle`] (commands in) and per-connection [`ConnEvent`]s (events out).
 
 mod connection;
+mod data;
 mod interceptors;
 pub mod peer;
 pub mod stun;
@@ -99,6 +100,11 @@ pub enum ConnEvent {
     Unsubscribed {
         track_sid: String,
     },
+    /// A message arrived on one of the client's data channels (see `transport::data`).
+    Data {
+        reliable: bool,
+        payload: bytes::Bytes,
+    },
 }
 
 /// Asks a worker to do something with its connections.
@@ -137,6 +143,12 @@ pub(crate) enum WorkerCommand {
     },
     Close {
         conn: ConnId,
+    },
+    /// Writes one message to these connections' reliable or lossy data channel.
+    SendData {
+        conns: Vec<ConnId>,
+        reliable: bool,
+        payload: bytes::Bytes,
     },
     Snapshot {
         reply: oneshot::Sender<WorkerSnapshot>,
@@ -254,6 +266,20 @@ impl WorkerHandle {
         self.post(WorkerCommand::Unpublish {
             publisher,
             track_id,
+        })
+    }
+
+    /// Sends `payload` on each connection's reliable (else lossy) data channel.
+    pub fn send_data(
+        &self,
+        conns: Vec<ConnId>,
+        reliable: bool,
+        payload: bytes::Bytes,
+    ) -> Result<(), TransportError> {
+        self.post(WorkerCommand::SendData {
+            conns,
+            reliable,
+            payload,
         })
     }
 

@@ -82,6 +82,7 @@ pub struct WorkerStats {
     pub nack_suppressed: AtomicU64,
     /// Sender reports sent to subscribers, translated from their publisher's.
     pub sender_reports_sent: AtomicU64,
+    pub data: super::data::DataStats,
 }
 
 /// What a worker holds, for leak checks and diagnostics.
@@ -459,6 +460,9 @@ impl Worker {
                 match message.message {
                     RTCMessage::RtpPacket(track_id, packet) => packets.push((track_id, packet)),
                     RTCMessage::RtcpPacket(_, rtcp) => feedback.extend(rtcp),
+                    RTCMessage::DataChannelMessage(channel, m) => {
+                        super::data::on_message(c, channel, m)
+                    }
                     _ => {}
                 }
             }
@@ -499,6 +503,11 @@ impl Worker {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.on_track_open(id, init, now);
+            }
+            RTCPeerConnectionEvent::OnDataChannel(event) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    super::data::on_channel_event(c, event);
+                }
             }
             _ => {}
         }
@@ -1032,6 +1041,19 @@ impl Worker {
                 track_id,
             } => self.unpublish(publisher, &track_id),
             WorkerCommand::Close { conn } => self.close(conn),
+            WorkerCommand::SendData {
+                conns,
+                reliable,
+                payload,
+            } => {
+                let now = Instant::now();
+                for id in conns {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        super::data::send(c, reliable, &payload, now, &self.stats.data);
+                        self.mark_dirty(id);
+                    }
+                }
+            }
             WorkerCommand::Snapshot { reply } => {
                 let _ = reply.send(WorkerSnapshot {
                     connections: self.conns.len(),

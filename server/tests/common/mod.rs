@@ -135,3 +135,81 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The control-plane client of `server`, with the dev key.
+pub async fn control(server: &Server) -> prism_client::control::ControlClient {
+    prism_client::control::ControlClient::connect(&http_url(server), DEV_API_KEY, DEV_API_SECRET)
+        .await
+        .expect("control plane connects")
+}
+
+/// An SDK participant of `room`.
+pub async fn join(
+    server: &Server,
+    room: &str,
+    identity: &str,
+) -> (prism_client::Room, prism_client::RoomEvents) {
+    join_with(server, room, identity, Grants::default(), true).await
+}
+
+pub async fn join_with(
+    server: &Server,
+    room: &str,
+    identity: &str,
+    grants: Grants,
+    auto_subscribe: bool,
+) -> (prism_client::Room, prism_client::RoomEvents) {
+    prism_client::Room::connect(
+        &http_url(server),
+        &token_with(room, identity, grants, Duration::from_secs(600)),
+        prism_client::ConnectOptions {
+            auto_subscribe,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{identity} joins {room}: {e}"))
+}
+
+/// Waits (10 s at most) for the event `pick` accepts, skipping others.
+pub async fn wait_event<T>(
+    events: &mut prism_client::RoomEvents,
+    what: &str,
+    mut pick: impl FnMut(prism_client::RoomEvent) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if let Some(t) = pick(event) {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(t)) => t,
+        Ok(None) => panic!("events ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Publishes synthetic VP8 on `track` until it fails, answering keyframe requests.
+pub fn send_vp8(track: prism_client::LocalTrack) -> tokio::task::JoinHandle<()> {
+    use prism_client::synthetic::{Vp8Config, Vp8Source};
+    tokio::spawn(async move {
+        let mut source = Vp8Source::new(Vp8Config::default());
+        let mut keyframes = track.keyframe_requests();
+        let mut tick = tokio::time::interval(source.frame_interval());
+        loop {
+            tick.tick().await;
+            if keyframes.try_recv().is_some() {
+                source.request_keyframe();
+            }
+            for packet in source.next_frame() {
+                if track.write_rtp(&packet).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
