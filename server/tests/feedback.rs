@@ -15,6 +15,7 @@ const SUBSCRIBERS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_subscribers_asking_for_keyframes_cost_at_most_two_per_second() {
+    let _exclusive = exclusive().await;
     let server = start().await;
     let url = http_url(&server);
     let (publisher, _events) =
@@ -317,6 +318,7 @@ fn nack_stats(server: &prism_server::Server) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_loss_to_one_subscriber_is_repaired_for_it_alone() {
+    let _exclusive = exclusive().await;
     let lossy_ip = "127.0.0.5";
     let mut impairment = Impairment::default();
     impairment.to_client.insert(ip(lossy_ip), 5);
@@ -370,6 +372,7 @@ async fn five_percent_loss_to_one_subscriber_is_repaired_for_it_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_percent_publisher_loss_is_repaired_for_every_subscriber() {
+    let _exclusive = exclusive().await;
     let publisher_ip = "127.0.0.6";
     let mut impairment = Impairment::default();
     impairment.from_client.insert(ip(publisher_ip), 3);
@@ -409,6 +412,7 @@ const NTP_UNIX_OFFSET: f64 = 2_208_988_800.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_sender_reports_carry_the_publishers_clock() {
+    let _exclusive = exclusive().await;
     use prism_client::synthetic::parse_vp8;
 
     let server = start().await;

@@ -213,3 +213,10 @@ pub fn send_vp8(track: prism_client::LocalTrack) -> tokio::task::JoinHandle<()> 
         }
     })
 }
+
+/// Tests that run many real peers load both cores of a CI machine; those in one test binary
+/// take this in turn so each measures media delivery rather than the scheduler.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
