@@ -1,8 +1,9 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints. Errors are JSON bodies
+//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, the demo page and SDK. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
 mod session;
 mod signaling;
+mod web;
 
 use std::sync::Arc;
 
@@ -23,9 +24,11 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let web = web::routes(state.rooms.config());
     Router::new()
         .route("/rtc", get(signaling::rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(web)
         .with_state(state)
 }
 

@@ -65,8 +65,9 @@ pub async fn rtc(
             ));
         }
     };
-    // Checked before the upgrade so a refused join is a plain HTTP error.
-    app.rooms.get_or_create(&claims.room).map_err(|e| match e {
+    // Checked before the upgrade so a refused join is a plain HTTP error (a browser cannot read
+    // the status of a failed upgrade, but the SDK repeats the request as a plain GET to learn why).
+    let room = app.rooms.get_or_create(&claims.room).map_err(|e| match e {
         RoomError::RoomNotFound(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
         }
@@ -76,6 +77,13 @@ pub async fn rtc(
             other.to_string(),
         ),
     })?;
+    if room.is_full_for(&claims.sub) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "room_full",
+            format!("room {:?} is full", claims.room),
+        ));
+    }
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

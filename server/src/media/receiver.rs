@@ -8,6 +8,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpHeaderExtensionParameters, RtpCodecKind,
 };
 
+use super::audio_level::AudioLevelTap;
 use super::codec::Codec;
 use super::reports::SenderClock;
 use super::{DownTrackId, ReceiverId};
@@ -21,8 +22,25 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
+    /// When its latest media (not padding) arrived: a layer the publisher stopped sending (browsers drop
+    /// their top layers when their bandwidth estimate falls) is not worth following.
+    pub last_packet: Option<Instant>,
     /// The publisher's latest sender report for this stream.
     pub sender_clock: Option<SenderClock>,
+}
+
+/// A layer without packets for this long counts as paused (30 fps video sends a packet at least
+/// every 33 ms).
+pub const LAYER_STALE: Duration = Duration::from_millis(500);
+
+/// Simulcast layers by quality: RIDs f > h > q > anything else.
+fn layer_rank(l: &Layer) -> u8 {
+    match l.rid.as_deref() {
+        Some("f") => 3,
+        Some("h") => 2,
+        Some("q") => 1,
+        _ => 0,
+    }
 }
 
 /// Where a subscriber's copy of this track lives.
@@ -45,6 +63,8 @@ pub struct Receiver {
     pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
     pub layers: Vec<Layer>,
     pub subscribers: Vec<SubscriberRef>,
+    /// Active speaker detection, for audio tracks whose publisher sends audio levels.
+    pub audio_level: Option<AudioLevelTap>,
     keyframe_interval: Duration,
 }
 
@@ -60,6 +80,10 @@ impl Receiver {
         extensions: Vec<RTCRtpHeaderExtensionParameters>,
         keyframe_interval: Duration,
     ) -> Self {
+        let audio_level = match kind {
+            RtpCodecKind::Audio => AudioLevelTap::for_extensions(&extensions),
+            _ => None,
+        };
         Self {
             id,
             publisher,
@@ -69,6 +93,7 @@ impl Receiver {
             codec: Codec::from_mime(&rtp_codec.mime_type),
             rtp_codec,
             extensions,
+            audio_level,
             layers: Vec::new(),
             subscribers: Vec::new(),
             keyframe_interval,
@@ -87,6 +112,7 @@ impl Receiver {
                 last_keyframe_request: None,
                 packets: 0,
                 bytes: 0,
+                last_packet: None,
                 sender_clock: None,
             });
         }
@@ -103,17 +129,28 @@ impl Receiver {
     /// The layer a subscriber gets until per-subscriber layer selection exists: the best one
     /// the publisher sends (RIDs f > h > q, else the last to start).
     pub fn preferred_layer(&self) -> Option<u32> {
-        let rank = |l: &Layer| match l.rid.as_deref() {
-            Some("f") => 3,
-            Some("h") => 2,
-            Some("q") => 1,
-            _ => 0,
+        self.layers
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, l)| (layer_rank(l), *i))
+            .map(|(_, l)| l.ssrc)
+    }
+
+    /// The layer subscribers should follow now: the best one still arriving (a packet within
+    /// [`LAYER_STALE`]), else the best one. A stopgap until per-subscriber layer selection
+    /// (issue 4): without it, subscribers froze whenever a browser paused its top layer.
+    pub fn live_layer(&self, now: Instant) -> Option<u32> {
+        let live = |l: &Layer| {
+            l.last_packet
+                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
         };
         self.layers
             .iter()
             .enumerate()
-            .max_by_key(|(i, l)| (rank(l), *i))
+            .filter(|(_, l)| live(l))
+            .max_by_key(|(i, l)| (layer_rank(l), *i))
             .map(|(_, l)| l.ssrc)
+            .or_else(|| self.preferred_layer())
     }
 
     /// Whether a keyframe may be requested for `ssrc` now; records the request if so. One
@@ -171,6 +208,29 @@ mod tests {
         assert!(r.allow_keyframe_request(20, t0 + Duration::from_millis(100)));
         assert!(r.allow_keyframe_request(10, t0 + Duration::from_millis(500)));
         assert!(!r.allow_keyframe_request(99, t0));
+    }
+
+    #[test]
+    fn follows_the_best_layer_still_arriving() {
+        let mut r = receiver();
+        r.add_layer(1, Some("q".into()));
+        r.add_layer(2, Some("h".into()));
+        r.add_layer(3, Some("f".into()));
+        let t0 = Instant::now();
+        // Nothing arrived yet: the best declared layer.
+        assert_eq!(r.live_layer(t0), Some(3));
+        for ssrc in [1, 2, 3] {
+            r.layer_mut(ssrc).unwrap().last_packet = Some(t0);
+        }
+        assert_eq!(r.live_layer(t0 + Duration::from_millis(100)), Some(3));
+        // The publisher paused f: fall back to h, then back up once f resumes.
+        let later = t0 + LAYER_STALE + Duration::from_millis(100);
+        for ssrc in [1, 2] {
+            r.layer_mut(ssrc).unwrap().last_packet = Some(later);
+        }
+        assert_eq!(r.live_layer(later), Some(2));
+        r.layer_mut(3).unwrap().last_packet = Some(later);
+        assert_eq!(r.live_layer(later), Some(3));
     }
 
     #[test]

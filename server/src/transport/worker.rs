@@ -247,6 +247,7 @@ impl Worker {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
+                    self.follow_live_layers(now);
                     self.request_pending_keyframes(now);
                     self.send_sender_reports(now);
                 }
@@ -566,7 +567,25 @@ impl Worker {
         self.stats.rtp_received.fetch_add(1, Ordering::Relaxed);
         if let Some(layer) = receiver.layer_mut(packet.header.ssrc) {
             layer.packets += 1;
+            // Padding-only packets (bandwidth probes, sent on a paused layer too) keep no
+            // layer alive.
+            if !packet.payload.is_empty() {
+                layer.last_packet = Some(now);
+            }
             layer.bytes += packet.payload.len() as u64;
+        }
+        if let Some(report) = receiver
+            .audio_level
+            .as_mut()
+            .and_then(|tap| tap.observe(&packet.header, now))
+            && let Some(c) = self.conns.get(&publisher)
+        {
+            // At most once per detection window (500 ms) per track.
+            c.emit(ConnEvent::SpeakerLevel {
+                track_id: receiver.track_id.clone(),
+                level: report.level,
+                active: report.active,
+            });
         }
         let keyframe =
             !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
@@ -747,6 +766,31 @@ impl Worker {
     }
 
     /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
+    /// Moves subscribers of simulcast tracks to the best layer still arriving (see
+    /// `Receiver::live_layer`); the move completes at that layer's next keyframe, which the
+    /// pending-keyframe pass right after asks for.
+    fn follow_live_layers(&mut self, now: Instant) {
+        for receiver in self.receivers.values() {
+            if receiver.layers.len() < 2 || receiver.subscribers.is_empty() {
+                continue;
+            }
+            let Some(target) = receiver.live_layer(now) else {
+                continue;
+            };
+            for s in &receiver.subscribers {
+                if let Some(dt) = self
+                    .conns
+                    .get_mut(&s.conn)
+                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
+                    && dt.negotiated.is_some()
+                    && dt.source != Some(target)
+                {
+                    dt.set_source(target);
+                }
+            }
+        }
+    }
+
     fn request_pending_keyframes(&mut self, now: Instant) {
         let mut wanted = std::mem::take(&mut self.keyframe_buf);
         for receiver in self.receivers.values() {
