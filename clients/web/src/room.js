@@ -15,7 +15,7 @@ import {
   TrackSource,
   sourceToProto,
 } from './participant.js';
-import { mids, msidsByMid, renameNewMids, simulcastCodecs } from './sdp.js';
+import { msidsByMid, simulcastCodecs } from './sdp.js';
 import { SignalClient } from './signaling.js';
 import { trackStats } from './stats.js';
 
@@ -94,8 +94,6 @@ class Session {
   pendingCandidates = [];
   offered = false;
   iceRestart = false;
-  /** Numbers our own mids ("c1", "c2", ...; see renameNewMids). */
-  midCounter = 0;
   timers = new Set();
   closed = false;
 
@@ -650,9 +648,7 @@ export class Room extends Emitter {
     const { pc, signal } = session;
     const offer = await pc.createOffer({ iceRestart: session.iceRestart });
     session.iceRestart = false;
-    const known = new Set([...mids(pc.currentLocalDescription?.sdp), ...mids(pc.currentRemoteDescription?.sdp)]);
-    const sdp = renameNewMids(offer.sdp, known, () => `c${++session.midCounter}`);
-    await pc.setLocalDescription({ type: 'offer', sdp });
+    await pc.setLocalDescription(offer);
     if (!signal.send({ offer: { type: 'offer', sdp: pc.localDescription.sdp, id } })) {
       session.negotiator.offerFailed();
       return;

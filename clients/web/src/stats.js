@@ -66,13 +66,21 @@ function inbound(publication, report, prev, next, rtt) {
     const receivedDelta = prev?.lost != null ? s.packetsReceived - prev.lost.received : s.packetsReceived;
     next.lost = { lost: s.packetsLost ?? 0, received: s.packetsReceived ?? 0 };
     const total = (lostDelta ?? 0) + (receivedDelta ?? 0);
+    // framesPerSecond is missing in some browsers and right after a stall: count frames.
+    const framesBefore = prev?.frames;
+    next.frames = { count: s.framesDecoded ?? 0, timestamp: s.timestamp };
+    const fps =
+      s.framesPerSecond ??
+      (framesBefore && s.timestamp > framesBefore.timestamp
+        ? ((next.frames.count - framesBefore.count) * 1000) / (s.timestamp - framesBefore.timestamp)
+        : null);
     return {
       direction: 'inbound',
       kind: s.kind,
       codec: codecOf(report, s),
       width: s.frameWidth ?? null,
       height: s.frameHeight ?? null,
-      fps: s.framesPerSecond ?? null,
+      fps: s.kind === 'video' ? fps : null,
       bitrate: rate(prev, next, 'media', s.bytesReceived ?? 0, s.timestamp),
       packetsReceived: s.packetsReceived ?? 0,
       packetsLost: s.packetsLost ?? 0,

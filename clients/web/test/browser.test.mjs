@@ -26,46 +26,56 @@ async function inbound(page) {
 }
 
 /**
- * Whether `page` decodes video (frames rising, at least `minWidth` wide) and receives audio
- * (packets rising) from each of `others`, comparing two samples `gapMs` apart.
+ * What `page` gets from each of `others` between two samples `gapMs` apart: for each name,
+ * null when its video is decoding (frames rising, at least `minWidth` wide) and its audio
+ * arriving (packets rising), else what is wrong.
  */
-async function receivesFrom(page, others, { minWidth, gapMs = 700 }) {
+async function mediaFrom(page, others, { minWidth, gapMs = 700 }) {
   const first = await inbound(page);
   await sleep(gapMs);
   const second = await inbound(page);
-  const problems = [];
+  const verdicts = new Map();
   for (const name of others) {
     const pick = (sample, kind) => sample.find((s) => s.identity.startsWith(`${name}-`) && s.kind === kind);
     const [v1, v2] = [pick(first, 'video'), pick(second, 'video')];
     const [a1, a2] = [pick(first, 'audio'), pick(second, 'audio')];
-    if (!v1 || !v2 || v1.trackSid !== v2.trackSid) problems.push(`${name}: no video yet`);
-    else if (v2.framesDecoded <= v1.framesDecoded) problems.push(`${name}: video frames stuck at ${v2.framesDecoded} (packets ${v1.packetsReceived} -> ${v2.packetsReceived}, ${v2.frameWidth} wide)`);
-    else if (v2.frameWidth < minWidth) problems.push(`${name}: video only ${v2.frameWidth} wide`);
-    if (!a1 || !a2 || a1.trackSid !== a2.trackSid) problems.push(`${name}: no audio yet`);
-    else if (a2.packetsReceived <= a1.packetsReceived) problems.push(`${name}: audio packets stuck`);
+    const problems = [];
+    if (!v1 || !v2 || v1.trackSid !== v2.trackSid) problems.push('no video yet');
+    else if (v2.framesDecoded <= v1.framesDecoded) {
+      problems.push(`video frames stuck at ${v2.framesDecoded} (packets ${v1.packetsReceived} -> ${v2.packetsReceived}, ${v2.frameWidth} wide)`);
+    } else if (v2.frameWidth < minWidth) problems.push(`video only ${v2.frameWidth} wide`);
+    if (!a1 || !a2 || a1.trackSid !== a2.trackSid) problems.push('no audio yet');
+    else if (a2.packetsReceived <= a1.packetsReceived) problems.push('audio packets stuck');
+    verdicts.set(name, problems.length ? problems.join(', ') : null);
   }
-  return problems.length ? { problems } : true;
+  return verdicts;
 }
 
-/** Waits until every page receives every other page's media; returns how long it took. */
+/**
+ * Waits until each page has decoded each other page's video and received its audio (each pair
+ * judged on its own, as it happens); returns how long that took.
+ */
 async function everyoneReceives(pages, { minWidth, timeoutMs }) {
   const start = Date.now();
   await Promise.all(
-    pages.map(({ name, page }) =>
-      withDiagnostics(page, name, () => waitFor(
-        `${name} to decode the others' video and receive their audio`,
-        async () => {
-          const result = await receivesFrom(
-            page,
-            pages.filter((p) => p.name !== name).map((p) => p.name),
-            { minWidth },
-          );
-          if (result !== true) throw new Error(result.problems.join('; '));
-          return true;
-        },
-        { timeoutMs, intervalMs: 100 },
-      )),
-    ),
+    pages.map(({ name, page }) => {
+      const pending = new Map(pages.filter((p) => p.name !== name).map((p) => [p.name, 'nothing yet']));
+      return withDiagnostics(page, name, () =>
+        waitFor(
+          `${name} to decode the others' video and receive their audio`,
+          async () => {
+            const verdicts = await mediaFrom(page, [...pending.keys()], { minWidth });
+            for (const [other, problem] of verdicts) {
+              if (problem) pending.set(other, problem);
+              else pending.delete(other);
+            }
+            if (pending.size) throw new Error([...pending].map(([n, p]) => `${n}: ${p}`).join('; '));
+            return true;
+          },
+          { timeoutMs, intervalMs: 100 },
+        ),
+      );
+    }),
   );
   return Date.now() - start;
 }

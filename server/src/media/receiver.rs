@@ -22,16 +22,21 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
-    /// When its latest media (not padding) arrived: a layer the publisher stopped sending (browsers drop
-    /// their top layers when their bandwidth estimate falls) is not worth following.
+    /// When its latest media (not padding) arrived, and since when it has arrived without a
+    /// pause: browsers pause their top layers when their bandwidth estimate falls, and resume
+    /// them, sometimes every few seconds.
     pub last_packet: Option<Instant>,
+    pub live_since: Option<Instant>,
     /// The publisher's latest sender report for this stream.
     pub sender_clock: Option<SenderClock>,
 }
 
-/// A layer without packets for this long counts as paused (30 fps video sends a packet at least
-/// every 33 ms).
+/// A layer without media for this long counts as paused (30 fps video sends a packet at least
+/// every 33 ms, 5 fps every 200 ms).
 pub const LAYER_STALE: Duration = Duration::from_millis(500);
+/// A layer that (re)started is followed once it has kept arriving this long, so a layer the
+/// publisher toggles does not drag subscribers through a keyframe wait each time.
+pub const LAYER_SETTLE: Duration = Duration::from_secs(1);
 
 /// Simulcast layers by quality: RIDs f > h > q > anything else.
 fn layer_rank(l: &Layer) -> u8 {
@@ -40,6 +45,19 @@ fn layer_rank(l: &Layer) -> u8 {
         Some("h") => 2,
         Some("q") => 1,
         _ => 0,
+    }
+}
+
+impl Layer {
+    /// A media packet (not padding) of this layer arrived.
+    pub fn saw_media(&mut self, now: Instant) {
+        let paused = self
+            .last_packet
+            .is_none_or(|at| now.saturating_duration_since(at) >= LAYER_STALE);
+        if paused {
+            self.live_since = Some(now);
+        }
+        self.last_packet = Some(now);
     }
 }
 
@@ -113,6 +131,7 @@ impl Receiver {
                 packets: 0,
                 bytes: 0,
                 last_packet: None,
+                live_since: None,
                 sender_clock: None,
             });
         }
@@ -136,20 +155,30 @@ impl Receiver {
             .map(|(_, l)| l.ssrc)
     }
 
-    /// The layer subscribers should follow now: the best one still arriving (a packet within
-    /// [`LAYER_STALE`]), else the best one. A stopgap until per-subscriber layer selection
-    /// (issue 4): without it, subscribers froze whenever a browser paused its top layer.
+    /// The layer subscribers should follow now: the best one that has been arriving for
+    /// [`LAYER_SETTLE`], else the best one arriving at all (media within [`LAYER_STALE`]), else
+    /// the best one. A stopgap until per-subscriber layer selection (issue 4): without it,
+    /// subscribers froze whenever a browser paused its top layer.
     pub fn live_layer(&self, now: Instant) -> Option<u32> {
-        let live = |l: &Layer| {
+        let best = |keep: &dyn Fn(&Layer) -> bool| {
+            self.layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| keep(l))
+                .max_by_key(|(i, l)| (layer_rank(l), *i))
+                .map(|(_, l)| l.ssrc)
+        };
+        let arriving = |l: &Layer| {
             l.last_packet
                 .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
         };
-        self.layers
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| live(l))
-            .max_by_key(|(i, l)| (layer_rank(l), *i))
-            .map(|(_, l)| l.ssrc)
+        let settled = |l: &Layer| {
+            arriving(l)
+                && l.live_since
+                    .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SETTLE)
+        };
+        best(&settled)
+            .or_else(|| best(&arriving))
             .or_else(|| self.preferred_layer())
     }
 
@@ -217,20 +246,34 @@ mod tests {
         r.add_layer(2, Some("h".into()));
         r.add_layer(3, Some("f".into()));
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         // Nothing arrived yet: the best declared layer.
         assert_eq!(r.live_layer(t0), Some(3));
-        for ssrc in [1, 2, 3] {
-            r.layer_mut(ssrc).unwrap().last_packet = Some(t0);
-        }
-        assert_eq!(r.live_layer(t0 + Duration::from_millis(100)), Some(3));
-        // The publisher paused f: fall back to h, then back up once f resumes.
-        let later = t0 + LAYER_STALE + Duration::from_millis(100);
-        for ssrc in [1, 2] {
-            r.layer_mut(ssrc).unwrap().last_packet = Some(later);
-        }
-        assert_eq!(r.live_layer(later), Some(2));
-        r.layer_mut(3).unwrap().last_packet = Some(later);
-        assert_eq!(r.live_layer(later), Some(3));
+        // q and h arrive: h, the best arriving, even before it settled.
+        let mut feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
+            let mut t = from;
+            while t <= to {
+                for ssrc in ssrcs {
+                    r.layer_mut(*ssrc).unwrap().saw_media(t);
+                }
+                t += ms(33);
+            }
+        };
+        feed(&mut r, &[1, 2], t0, t0 + ms(100));
+        assert_eq!(r.live_layer(t0 + ms(100)), Some(2));
+        // f starts: followed only once it has kept arriving for LAYER_SETTLE.
+        feed(&mut r, &[1, 2, 3], t0 + ms(133), t0 + ms(1000));
+        assert_eq!(r.live_layer(t0 + ms(1000)), Some(2));
+        feed(&mut r, &[1, 2, 3], t0 + ms(1033), t0 + ms(1200));
+        assert_eq!(r.live_layer(t0 + ms(1200)), Some(3));
+        // The publisher pauses f: back to h once f is stale.
+        feed(&mut r, &[1, 2], t0 + ms(1233), t0 + ms(1800));
+        assert_eq!(r.live_layer(t0 + ms(1800)), Some(2));
+        // f resumes: it has to settle again.
+        feed(&mut r, &[1, 2, 3], t0 + ms(1833), t0 + ms(2500));
+        assert_eq!(r.live_layer(t0 + ms(2500)), Some(2));
+        feed(&mut r, &[1, 2, 3], t0 + ms(2533), t0 + ms(2900));
+        assert_eq!(r.live_layer(t0 + ms(2900)), Some(3));
     }
 
     #[test]

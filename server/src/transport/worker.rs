@@ -428,7 +428,7 @@ impl Worker {
             }
         }
         for event in events.drain(..) {
-            self.on_event(id, event, now);
+            self.on_event(id, event);
         }
         for (track_id, packet) in packets.drain(..) {
             self.forward(id, &track_id, packet, now);
@@ -442,7 +442,7 @@ impl Worker {
         self.maybe_offer(id);
     }
 
-    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent, now: Instant) {
+    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(c) = self.conns.get_mut(&id) else {
@@ -462,13 +462,13 @@ impl Worker {
                 c.emit(ConnEvent::StateChanged(state));
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.on_track_open(id, init, now);
+                self.on_track_open(id, init);
             }
             _ => {}
         }
     }
 
-    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit, now: Instant) {
+    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit) {
         let receiver_id = {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
@@ -526,19 +526,8 @@ impl Worker {
             first_layer,
         };
         tracing::debug!(conn = id.0, track = %init.track_id, ssrc = init.ssrc, rid = ?init.rid, "track layer opened");
-        // A better layer started: existing subscribers move to it (at its next keyframe).
-        if !first_layer && let Some(preferred) = receiver.preferred_layer() {
-            for s in receiver.subscribers.clone() {
-                if let Some(dt) = self
-                    .conns
-                    .get_mut(&s.conn)
-                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
-                {
-                    dt.set_source(preferred);
-                }
-            }
-            self.request_keyframe(receiver_id, preferred, now);
-        }
+        // A better layer that started is followed by `follow_live_layers` once it has kept
+        // arriving for a moment (this event also repeats on every renegotiation).
         if let Some(c) = self.conns.get(&id) {
             c.emit(event);
         }
@@ -570,7 +559,7 @@ impl Worker {
             // Padding-only packets (bandwidth probes, sent on a paused layer too) keep no
             // layer alive.
             if !packet.payload.is_empty() {
-                layer.last_packet = Some(now);
+                layer.saw_media(now);
             }
             layer.bytes += packet.payload.len() as u64;
         }
@@ -765,7 +754,6 @@ impl Worker {
         self.mark_dirty(publisher);
     }
 
-    /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
     /// Moves subscribers of simulcast tracks to the best layer still arriving (see
     /// `Receiver::live_layer`); the move completes at that layer's next keyframe, which the
     /// pending-keyframe pass right after asks for.
@@ -785,12 +773,14 @@ impl Worker {
                     && dt.negotiated.is_some()
                     && dt.source != Some(target)
                 {
+                    tracing::debug!(conn = s.conn.0, track = %dt.track_sid, from = ?dt.source, to = target, "following a live layer");
                     dt.set_source(target);
                 }
             }
         }
     }
 
+    /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
     fn request_pending_keyframes(&mut self, now: Instant) {
         let mut wanted = std::mem::take(&mut self.keyframe_buf);
         for receiver in self.receivers.values() {
@@ -952,7 +942,7 @@ impl Worker {
                 ),
             })
         });
-        let source = receiver.preferred_layer();
+        let source = receiver.live_layer(now);
         let Some(dt) = c.down_tracks.get_mut(&dt_id) else {
             return;
         };
