@@ -250,7 +250,7 @@ mod tests {
         // Nothing arrived yet: the best declared layer.
         assert_eq!(r.live_layer(t0), Some(3));
         // q and h arrive: h, the best arriving, even before it settled.
-        let mut feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
+        let feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
             let mut t = from;
             while t <= to {
                 for ssrc in ssrcs {
