@@ -155,19 +155,12 @@ impl Receiver {
             .map(|(_, l)| l.ssrc)
     }
 
-    /// The layer subscribers should follow now: the best one that has been arriving for
-    /// [`LAYER_SETTLE`], else the best one arriving at all (media within [`LAYER_STALE`]), else
-    /// the best one. A stopgap until per-subscriber layer selection (issue 4): without it,
-    /// subscribers froze whenever a browser paused its top layer.
-    pub fn live_layer(&self, now: Instant) -> Option<u32> {
-        let best = |keep: &dyn Fn(&Layer) -> bool| {
-            self.layers
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| keep(l))
-                .max_by_key(|(i, l)| (layer_rank(l), *i))
-                .map(|(_, l)| l.ssrc)
-        };
+    /// The layer a subscriber now on `current` should follow: `current` while it keeps
+    /// arriving, unless a better layer has been arriving for [`LAYER_SETTLE`]; once `current`
+    /// stops (no media for [`LAYER_STALE`]), the best layer arriving at all; with nothing
+    /// arriving, the best one. A stopgap until per-subscriber layer selection (issue 4):
+    /// without it, subscribers froze whenever a browser paused its top layer.
+    pub fn layer_to_follow(&self, current: Option<u32>, now: Instant) -> Option<u32> {
         let arriving = |l: &Layer| {
             l.last_packet
                 .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
@@ -177,9 +170,26 @@ impl Receiver {
                 && l.live_since
                     .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SETTLE)
         };
-        best(&settled)
-            .or_else(|| best(&arriving))
-            .or_else(|| self.preferred_layer())
+        let best = |keep: &dyn Fn(&Layer) -> bool| {
+            self.layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| keep(l))
+                .max_by_key(|(i, l)| (layer_rank(l), *i))
+                .map(|(_, l)| l)
+        };
+        match current
+            .and_then(|ssrc| self.layer(ssrc))
+            .filter(|l| arriving(l))
+        {
+            Some(current) => Some(
+                best(&|l: &Layer| settled(l) && layer_rank(l) > layer_rank(current))
+                    .map_or(current.ssrc, |l| l.ssrc),
+            ),
+            None => best(&arriving)
+                .map(|l| l.ssrc)
+                .or_else(|| self.preferred_layer()),
+        }
     }
 
     /// Whether a keyframe may be requested for `ssrc` now; records the request if so. One
@@ -248,7 +258,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         // Nothing arrived yet: the best declared layer.
-        assert_eq!(r.live_layer(t0), Some(3));
+        assert_eq!(r.layer_to_follow(None, t0), Some(3));
         // q and h arrive: h, the best arriving, even before it settled.
         let feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
             let mut t = from;
@@ -260,20 +270,26 @@ mod tests {
             }
         };
         feed(&mut r, &[1, 2], t0, t0 + ms(100));
-        assert_eq!(r.live_layer(t0 + ms(100)), Some(2));
+        assert_eq!(r.layer_to_follow(None, t0 + ms(100)), Some(2));
+        assert_eq!(
+            r.layer_to_follow(Some(1), t0 + ms(100)),
+            Some(1),
+            "h has not settled"
+        );
         // f starts: followed only once it has kept arriving for LAYER_SETTLE.
         feed(&mut r, &[1, 2, 3], t0 + ms(133), t0 + ms(1000));
-        assert_eq!(r.live_layer(t0 + ms(1000)), Some(2));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1000)), Some(2));
         feed(&mut r, &[1, 2, 3], t0 + ms(1033), t0 + ms(1200));
-        assert_eq!(r.live_layer(t0 + ms(1200)), Some(3));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1200)), Some(3));
+        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1200)), Some(3));
         // The publisher pauses f: back to h once f is stale.
         feed(&mut r, &[1, 2], t0 + ms(1233), t0 + ms(1800));
-        assert_eq!(r.live_layer(t0 + ms(1800)), Some(2));
+        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1800)), Some(2));
         // f resumes: it has to settle again.
         feed(&mut r, &[1, 2, 3], t0 + ms(1833), t0 + ms(2500));
-        assert_eq!(r.live_layer(t0 + ms(2500)), Some(2));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2500)), Some(2));
         feed(&mut r, &[1, 2, 3], t0 + ms(2533), t0 + ms(2900));
-        assert_eq!(r.live_layer(t0 + ms(2900)), Some(3));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2900)), Some(3));
     }
 
     #[test]

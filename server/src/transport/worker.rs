@@ -754,23 +754,21 @@ impl Worker {
         self.mark_dirty(publisher);
     }
 
-    /// Moves subscribers of simulcast tracks to the best layer still arriving (see
-    /// `Receiver::live_layer`); the move completes at that layer's next keyframe, which the
-    /// pending-keyframe pass right after asks for.
+    /// Moves subscribers of simulcast tracks off layers the publisher paused and onto better
+    /// ones that settled (see `Receiver::layer_to_follow`); a move completes at the new
+    /// layer's next keyframe, which the pending-keyframe pass right after asks for.
     fn follow_live_layers(&mut self, now: Instant) {
         for receiver in self.receivers.values() {
             if receiver.layers.len() < 2 || receiver.subscribers.is_empty() {
                 continue;
             }
-            let Some(target) = receiver.live_layer(now) else {
-                continue;
-            };
             for s in &receiver.subscribers {
                 if let Some(dt) = self
                     .conns
                     .get_mut(&s.conn)
                     .and_then(|c| c.down_tracks.get_mut(&s.down_track))
                     && dt.negotiated.is_some()
+                    && let Some(target) = receiver.layer_to_follow(dt.source, now)
                     && dt.source != Some(target)
                 {
                     tracing::debug!(conn = s.conn.0, track = %dt.track_sid, from = ?dt.source, to = target, "following a live layer");
@@ -942,7 +940,7 @@ impl Worker {
                 ),
             })
         });
-        let source = receiver.live_layer(now);
+        let source = receiver.layer_to_follow(None, now);
         let Some(dt) = c.down_tracks.get_mut(&dt_id) else {
             return;
         };
