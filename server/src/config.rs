@@ -118,6 +118,7 @@ pub struct Config {
     pub room: RoomConfig,
     pub log: LogConfig,
     pub webhooks: WebhookConfig,
+    pub web: WebConfig,
 }
 
 /// Webhooks: room and participant events POSTed as JSON to every URL, signed with an API
@@ -193,6 +194,18 @@ pub struct RoomConfig {
     pub keyframe_request_interval_ms: u64,
 }
 
+/// The demo conference page and its token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the demo conference page at `/` and the browser SDK at `/sdk/`. Default true.
+    pub demo: bool,
+    /// `POST /api/token` mints access tokens for anyone who asks, so the demo page can join
+    /// without a backend. Default true, but only ever served with the development keys (see
+    /// [`Config::token_endpoint_enabled`]): with your own keys, mint tokens in your backend.
+    pub token_endpoint: bool,
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -213,6 +226,16 @@ impl Default for Config {
             room: RoomConfig::default(),
             log: LogConfig::default(),
             webhooks: WebhookConfig::default(),
+            web: WebConfig::default(),
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            demo: true,
+            token_endpoint: true,
         }
     }
 }
@@ -271,6 +294,7 @@ impl fmt::Debug for Config {
             .field("room", &self.room)
             .field("log", &self.log)
             .field("webhooks", &self.webhooks)
+            .field("web", &self.web)
             .finish()
     }
 }
@@ -280,7 +304,9 @@ fn dev_keys() -> BTreeMap<String, String> {
 }
 
 /// Top-level settings an environment variable may name; others with the prefix are ignored.
-const TOP_LEVEL: &[&str] = &["bind", "port", "keys", "rtc", "room", "log", "webhooks"];
+const TOP_LEVEL: &[&str] = &[
+    "bind", "port", "keys", "rtc", "room", "log", "webhooks", "web",
+];
 
 impl Config {
     /// Embedded defaults < TOML file (if given) < `PRISM_*` environment variables; then
@@ -399,6 +425,12 @@ impl Config {
             .get_key_value(key)
             .map(|(k, s)| (k.as_str(), s.as_str()))
             .ok_or_else(|| ConfigError::WebhookKey { key: key.clone() })
+    }
+
+    /// Whether `POST /api/token` is served: asked for, and the server runs on the development
+    /// keys (which only ever bind loopback), so it cannot hand out tokens for real keys.
+    pub fn token_endpoint_enabled(&self) -> bool {
+        self.web.token_endpoint && self.uses_dev_keys()
     }
 
     /// Whether the well-known dev secret is among the keys.
@@ -617,6 +649,8 @@ mod tests {
         assert_eq!(c.room.max_participants, 0);
         assert_eq!(c.room.join_timeout_secs, 20);
         assert_eq!(c.room.keyframe_request_interval_ms, 500);
+        assert!(c.web.demo);
+        assert!(c.token_endpoint_enabled());
         assert_eq!(
             c.log,
             LogConfig {
@@ -950,6 +984,15 @@ mod tests {
         let ips = c.advertised_ips();
         assert!(!ips.is_empty());
         assert!(ips.iter().all(|ip| !ip.is_unspecified()), "{ips:?}");
+    }
+
+    #[test]
+    fn token_endpoint_needs_the_dev_keys() {
+        let own_keys = [("PRISM_API_KEY", "prod"), ("PRISM_API_SECRET", GOOD_SECRET)];
+        assert!(!load(None, &own_keys).unwrap().token_endpoint_enabled());
+        let off = load(None, &[("PRISM_WEB__TOKEN_ENDPOINT", "false")]).unwrap();
+        assert!(!off.token_endpoint_enabled());
+        assert!(off.web.demo);
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, and the gRPC control
-//! plane ([`grpc`]) on the same port. Errors are JSON bodies
+//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, the demo page and SDK,
+//! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
 pub mod grpc;
 mod session;
 mod signaling;
+mod web;
 
 use std::sync::Arc;
 
@@ -25,9 +26,11 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let web = web::routes(state.rooms.config());
     Router::new()
         .route("/rtc", get(signaling::rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(web)
         .with_state(state)
 }
 

@@ -228,7 +228,7 @@ impl Session {
             let reply = error(
                 ErrorCode::BadRequest,
                 "",
-                "empty message: set one of offer, answer, trickle, addTrack, unpublish, mute, subscription, leave, ping",
+                "empty message: set one of offer, answer, trickle, addTrack, unpublish, mute, subscription, leave, ping, trackSettings",
             );
             return (!send(ws, &reply).await).then_some(DisconnectReason::SignalingClosed);
         };
@@ -278,6 +278,12 @@ impl Session {
                 .update_subscription(&self.sid, &request.track_sids, request.subscribe)
                 .err()
                 .map(|e| room_error("subscription", e)),
+            // Stored for layer selection, which does not exist yet.
+            Req::TrackSettings(settings) => self
+                .room
+                .update_track_settings(&self.sid, settings)
+                .err()
+                .map(|e| room_error("trackSettings", e)),
             Req::Ping(ping) => Some(SignalResponse {
                 message: Some(Resp::Pong(pb::Pong {
                     timestamp: ping.timestamp,
@@ -372,6 +378,10 @@ impl Session {
             }
             ConnEvent::Data { reliable, payload } => {
                 return self.on_data(ws, reliable, payload).await;
+            }
+            ConnEvent::SpeakerLevel { level, active, .. } => {
+                self.room.speaker_changed(&self.sid, level, active);
+                None
             }
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);

@@ -65,8 +65,10 @@ pub async fn rtc(
             ));
         }
     };
-    // Checked before the upgrade so a refused join is a plain HTTP error. Nothing is created
-    // here: a client that never completes the upgrade leaves no room behind. (A join racing
+    // Checked before the upgrade so a refused join is a plain HTTP error (a browser cannot read
+    // the status of a failed upgrade, so the browser SDK repeats the request as a plain GET to
+    // learn why). Nothing is created here: a client that never completes the upgrade, or that
+    // only asks why, leaves no room behind. (A join racing
     // others for the last place may still be refused after the upgrade, with a ROOM_FULL
     // error message and close.)
     match app.rooms.get(&claims.room) {

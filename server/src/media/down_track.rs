@@ -141,7 +141,11 @@ impl DownTrack {
         now: Instant,
     ) -> Option<rtp::Packet> {
         let negotiated = self.negotiated.as_ref()?;
-        if self.source != Some(src.header.ssrc) {
+        // The layer switched to, or the one still forwarded until that layer's keyframe (the
+        // munger keeps the old one going meanwhile, so a switch does not freeze the video).
+        if self.source != Some(src.header.ssrc)
+            && self.munger.current_source() != Some(src.header.ssrc)
+        {
             return None;
         }
         let outcome = self.munger.process(&IncomingPacket {

@@ -2,6 +2,7 @@
 //! once ([`receiver`], [`codec`]); each subscriber's [`down_track`] rewrites only the header
 //! ([`munger`], [`extensions`]) and shares the payload bytes.
 
+pub mod audio_level;
 pub mod codec;
 pub mod down_track;
 pub mod extensions;

@@ -8,6 +8,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpHeaderExtensionParameters, RtpCodecKind,
 };
 
+use super::audio_level::AudioLevelTap;
 use super::codec::Codec;
 use super::reports::SenderClock;
 use super::{DownTrackId, ReceiverId};
@@ -21,8 +22,43 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
     pub bytes: u64,
+    /// When its latest media (not padding) arrived, and since when it has arrived without a
+    /// pause: browsers pause their top layers when their bandwidth estimate falls, and resume
+    /// them, sometimes every few seconds.
+    pub last_packet: Option<Instant>,
+    pub live_since: Option<Instant>,
     /// The publisher's latest sender report for this stream.
     pub sender_clock: Option<SenderClock>,
+}
+
+/// A layer without media for this long counts as paused (30 fps video sends a packet at least
+/// every 33 ms, 5 fps every 200 ms).
+pub const LAYER_STALE: Duration = Duration::from_millis(500);
+/// A layer that (re)started is followed once it has kept arriving this long, so a layer the
+/// publisher toggles does not drag subscribers through a keyframe wait each time.
+pub const LAYER_SETTLE: Duration = Duration::from_secs(1);
+
+/// Simulcast layers by quality: RIDs f > h > q > anything else.
+fn layer_rank(l: &Layer) -> u8 {
+    match l.rid.as_deref() {
+        Some("f") => 3,
+        Some("h") => 2,
+        Some("q") => 1,
+        _ => 0,
+    }
+}
+
+impl Layer {
+    /// A media packet (not padding) of this layer arrived.
+    pub fn saw_media(&mut self, now: Instant) {
+        let paused = self
+            .last_packet
+            .is_none_or(|at| now.saturating_duration_since(at) >= LAYER_STALE);
+        if paused {
+            self.live_since = Some(now);
+        }
+        self.last_packet = Some(now);
+    }
 }
 
 /// Where a subscriber's copy of this track lives.
@@ -45,6 +81,8 @@ pub struct Receiver {
     pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
     pub layers: Vec<Layer>,
     pub subscribers: Vec<SubscriberRef>,
+    /// Active speaker detection, for audio tracks whose publisher sends audio levels.
+    pub audio_level: Option<AudioLevelTap>,
     keyframe_interval: Duration,
 }
 
@@ -60,6 +98,10 @@ impl Receiver {
         extensions: Vec<RTCRtpHeaderExtensionParameters>,
         keyframe_interval: Duration,
     ) -> Self {
+        let audio_level = match kind {
+            RtpCodecKind::Audio => AudioLevelTap::for_extensions(&extensions),
+            _ => None,
+        };
         Self {
             id,
             publisher,
@@ -69,6 +111,7 @@ impl Receiver {
             codec: Codec::from_mime(&rtp_codec.mime_type),
             rtp_codec,
             extensions,
+            audio_level,
             layers: Vec::new(),
             subscribers: Vec::new(),
             keyframe_interval,
@@ -87,6 +130,8 @@ impl Receiver {
                 last_keyframe_request: None,
                 packets: 0,
                 bytes: 0,
+                last_packet: None,
+                live_since: None,
                 sender_clock: None,
             });
         }
@@ -103,17 +148,48 @@ impl Receiver {
     /// The layer a subscriber gets until per-subscriber layer selection exists: the best one
     /// the publisher sends (RIDs f > h > q, else the last to start).
     pub fn preferred_layer(&self) -> Option<u32> {
-        let rank = |l: &Layer| match l.rid.as_deref() {
-            Some("f") => 3,
-            Some("h") => 2,
-            Some("q") => 1,
-            _ => 0,
-        };
         self.layers
             .iter()
             .enumerate()
-            .max_by_key(|(i, l)| (rank(l), *i))
+            .max_by_key(|(i, l)| (layer_rank(l), *i))
             .map(|(_, l)| l.ssrc)
+    }
+
+    /// The layer a subscriber now on `current` should follow: `current` while it keeps
+    /// arriving, unless a better layer has been arriving for [`LAYER_SETTLE`]; once `current`
+    /// stops (no media for [`LAYER_STALE`]), the best layer arriving at all; with nothing
+    /// arriving, the best one. A stopgap until per-subscriber layer selection (issue 4):
+    /// without it, subscribers froze whenever a browser paused its top layer.
+    pub fn layer_to_follow(&self, current: Option<u32>, now: Instant) -> Option<u32> {
+        let arriving = |l: &Layer| {
+            l.last_packet
+                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
+        };
+        let settled = |l: &Layer| {
+            arriving(l)
+                && l.live_since
+                    .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SETTLE)
+        };
+        let best = |keep: &dyn Fn(&Layer) -> bool| {
+            self.layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| keep(l))
+                .max_by_key(|(i, l)| (layer_rank(l), *i))
+                .map(|(_, l)| l)
+        };
+        match current
+            .and_then(|ssrc| self.layer(ssrc))
+            .filter(|l| arriving(l))
+        {
+            Some(current) => Some(
+                best(&|l: &Layer| settled(l) && layer_rank(l) > layer_rank(current))
+                    .map_or(current.ssrc, |l| l.ssrc),
+            ),
+            None => best(&arriving)
+                .map(|l| l.ssrc)
+                .or_else(|| self.preferred_layer()),
+        }
     }
 
     /// Whether a keyframe may be requested for `ssrc` now; records the request if so. One
@@ -171,6 +247,49 @@ mod tests {
         assert!(r.allow_keyframe_request(20, t0 + Duration::from_millis(100)));
         assert!(r.allow_keyframe_request(10, t0 + Duration::from_millis(500)));
         assert!(!r.allow_keyframe_request(99, t0));
+    }
+
+    #[test]
+    fn follows_the_best_layer_still_arriving() {
+        let mut r = receiver();
+        r.add_layer(1, Some("q".into()));
+        r.add_layer(2, Some("h".into()));
+        r.add_layer(3, Some("f".into()));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing arrived yet: the best declared layer.
+        assert_eq!(r.layer_to_follow(None, t0), Some(3));
+        // q and h arrive: h, the best arriving, even before it settled.
+        let feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
+            let mut t = from;
+            while t <= to {
+                for ssrc in ssrcs {
+                    r.layer_mut(*ssrc).unwrap().saw_media(t);
+                }
+                t += ms(33);
+            }
+        };
+        feed(&mut r, &[1, 2], t0, t0 + ms(100));
+        assert_eq!(r.layer_to_follow(None, t0 + ms(100)), Some(2));
+        assert_eq!(
+            r.layer_to_follow(Some(1), t0 + ms(100)),
+            Some(1),
+            "h has not settled"
+        );
+        // f starts: followed only once it has kept arriving for LAYER_SETTLE.
+        feed(&mut r, &[1, 2, 3], t0 + ms(133), t0 + ms(1000));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1000)), Some(2));
+        feed(&mut r, &[1, 2, 3], t0 + ms(1033), t0 + ms(1200));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1200)), Some(3));
+        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1200)), Some(3));
+        // The publisher pauses f: back to h once f is stale.
+        feed(&mut r, &[1, 2], t0 + ms(1233), t0 + ms(1800));
+        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1800)), Some(2));
+        // f resumes: it has to settle again.
+        feed(&mut r, &[1, 2, 3], t0 + ms(1833), t0 + ms(2500));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2500)), Some(2));
+        feed(&mut r, &[1, 2, 3], t0 + ms(2533), t0 + ms(2900));
+        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2900)), Some(3));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! A participant as its room knows it: its public info, its signaling outbox, its connection
 //! and its subscriptions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use prism_proto::signal::{
-    ParticipantInfo, ParticipantPermission, SignalResponse, participant_info::State,
+    ParticipantInfo, ParticipantPermission, SignalResponse, UpdateTrackSettings,
+    participant_info::State,
 };
 use tokio::sync::mpsc;
 
@@ -26,6 +27,8 @@ pub(super) struct Member {
     pub outbox: mpsc::Sender<SignalResponse>,
     pub auto_subscribe: bool,
     pub subscriptions: HashSet<String>,
+    /// How the participant shows its subscribed video tracks, by track sid (latest wins).
+    pub track_settings: HashMap<String, UpdateTrackSettings>,
 }
 
 impl Member {
@@ -50,6 +53,7 @@ impl Member {
             outbox,
             auto_subscribe: spec.auto_subscribe,
             subscriptions: HashSet::new(),
+            track_settings: HashMap::new(),
         }
     }
 

@@ -711,6 +711,65 @@ impl Room {
         Ok(())
     }
 
+    /// A subscriber says how it shows a subscribed track. Stored on the subscription for layer
+    /// selection, which does not act on it yet.
+    pub fn update_track_settings(
+        &self,
+        participant_sid: &str,
+        settings: pb::UpdateTrackSettings,
+    ) -> Result<(), RoomError> {
+        let mut s = self.lock();
+        let m = s
+            .members
+            .get_mut(participant_sid)
+            .ok_or(RoomError::ParticipantNotFound)?;
+        if !m.subscriptions.contains(&settings.track_sid) {
+            return Err(RoomError::TrackNotFound(settings.track_sid));
+        }
+        // Forget the settings of ended subscriptions here, so the map stays bounded by them.
+        let Member {
+            subscriptions,
+            track_settings,
+            ..
+        } = m;
+        track_settings.retain(|sid, _| subscriptions.contains(sid));
+        track_settings.insert(settings.track_sid.clone(), settings);
+        Ok(())
+    }
+
+    /// The latest settings a subscriber sent for a track, if it is subscribed.
+    pub fn track_settings(
+        &self,
+        participant_sid: &str,
+        track_sid: &str,
+    ) -> Option<pb::UpdateTrackSettings> {
+        let s = self.lock();
+        let m = s.members.get(participant_sid)?;
+        m.subscriptions
+            .contains(track_sid)
+            .then(|| m.track_settings.get(track_sid).cloned())
+            .flatten()
+    }
+
+    /// The server's speaker detection has news about a participant's audio: tell everyone,
+    /// the speaker included (clients show their own speaking state too).
+    pub fn speaker_changed(&self, participant_sid: &str, level: f32, active: bool) {
+        let s = self.lock();
+        if !s.members.contains_key(participant_sid) {
+            return;
+        }
+        let update = message(Message::SpeakersChanged(pb::SpeakersChanged {
+            speakers: vec![pb::SpeakerInfo {
+                participant_sid: participant_sid.to_owned(),
+                level,
+                active,
+            }],
+        }));
+        for m in s.members.values() {
+            m.send(update.clone());
+        }
+    }
+
     /// The worker dropped a subscription (publisher gone, or it failed).
     pub fn subscription_ended(&self, participant_sid: &str, track_sid: &str) {
         if let Some(m) = self.lock().members.get_mut(participant_sid) {

@@ -105,6 +105,13 @@ pub enum ConnEvent {
         reliable: bool,
         payload: bytes::Bytes,
     },
+    /// A published audio track's speaking state (see `media::audio_level`): when speaking
+    /// starts or stops, and each detection window while it goes on.
+    SpeakerLevel {
+        track_id: String,
+        level: f32,
+        active: bool,
+    },
 }
 
 /// Asks a worker to do something with its connections.

@@ -250,6 +250,7 @@ impl Worker {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
+                    self.follow_live_layers(now);
                     self.request_pending_keyframes(now);
                     self.send_sender_reports(now);
                     if now >= next_counters_log {
@@ -468,7 +469,7 @@ impl Worker {
             }
         }
         for event in events.drain(..) {
-            self.on_event(id, event, now);
+            self.on_event(id, event);
         }
         for (track_id, packet) in packets.drain(..) {
             self.forward(id, &track_id, packet, now);
@@ -482,7 +483,7 @@ impl Worker {
         self.maybe_offer(id);
     }
 
-    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent, now: Instant) {
+    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(c) = self.conns.get_mut(&id) else {
@@ -502,7 +503,7 @@ impl Worker {
                 c.emit(ConnEvent::StateChanged(state));
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.on_track_open(id, init, now);
+                self.on_track_open(id, init);
             }
             RTCPeerConnectionEvent::OnDataChannel(event) => {
                 if let Some(c) = self.conns.get_mut(&id) {
@@ -513,7 +514,7 @@ impl Worker {
         }
     }
 
-    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit, now: Instant) {
+    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit) {
         let receiver_id = {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
@@ -571,19 +572,8 @@ impl Worker {
             first_layer,
         };
         tracing::debug!(conn = id.0, track = %init.track_id, ssrc = init.ssrc, rid = ?init.rid, "track layer opened");
-        // A better layer started: existing subscribers move to it (at its next keyframe).
-        if !first_layer && let Some(preferred) = receiver.preferred_layer() {
-            for s in receiver.subscribers.clone() {
-                if let Some(dt) = self
-                    .conns
-                    .get_mut(&s.conn)
-                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
-                {
-                    dt.set_source(preferred);
-                }
-            }
-            self.request_keyframe(receiver_id, preferred, now);
-        }
+        // A better layer that started is followed by `follow_live_layers` once it has kept
+        // arriving for a moment (this event also repeats on every renegotiation).
         if let Some(c) = self.conns.get(&id) {
             c.emit(event);
         }
@@ -612,7 +602,25 @@ impl Worker {
         self.stats.rtp_received.fetch_add(1, Ordering::Relaxed);
         if let Some(layer) = receiver.layer_mut(packet.header.ssrc) {
             layer.packets += 1;
+            // Padding-only packets (bandwidth probes, sent on a paused layer too) keep no
+            // layer alive.
+            if !packet.payload.is_empty() {
+                layer.saw_media(now);
+            }
             layer.bytes += packet.payload.len() as u64;
+        }
+        if let Some(report) = receiver
+            .audio_level
+            .as_mut()
+            .and_then(|tap| tap.observe(&packet.header, now))
+            && let Some(c) = self.conns.get(&publisher)
+        {
+            // At most once per detection window (500 ms) per track.
+            c.emit(ConnEvent::SpeakerLevel {
+                track_id: receiver.track_id.clone(),
+                level: report.level,
+                active: report.active,
+            });
         }
         let keyframe =
             !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
@@ -792,6 +800,30 @@ impl Worker {
         self.mark_dirty(publisher);
     }
 
+    /// Moves subscribers of simulcast tracks off layers the publisher paused and onto better
+    /// ones that settled (see `Receiver::layer_to_follow`); a move completes at the new
+    /// layer's next keyframe, which the pending-keyframe pass right after asks for.
+    fn follow_live_layers(&mut self, now: Instant) {
+        for receiver in self.receivers.values() {
+            if receiver.layers.len() < 2 || receiver.subscribers.is_empty() {
+                continue;
+            }
+            for s in &receiver.subscribers {
+                if let Some(dt) = self
+                    .conns
+                    .get_mut(&s.conn)
+                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
+                    && dt.negotiated.is_some()
+                    && let Some(target) = receiver.layer_to_follow(dt.source, now)
+                    && dt.source != Some(target)
+                {
+                    tracing::debug!(conn = s.conn.0, track = %dt.track_sid, from = ?dt.source, to = target, "following a live layer");
+                    dt.set_source(target);
+                }
+            }
+        }
+    }
+
     /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
     fn request_pending_keyframes(&mut self, now: Instant) {
         let mut wanted = std::mem::take(&mut self.keyframe_buf);
@@ -954,7 +986,7 @@ impl Worker {
                 ),
             })
         });
-        let source = receiver.preferred_layer();
+        let source = receiver.layer_to_follow(None, now);
         let Some(dt) = c.down_tracks.get_mut(&dt_id) else {
             return;
         };

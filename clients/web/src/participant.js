@@ -1,0 +1,268 @@
+// Participants and their track publications, as the room keeps them. Plain objects with a
+// little behaviour; the room owns the signaling and the peer connection they act through.
+
+export const TrackKind = Object.freeze({ Audio: 'audio', Video: 'video' });
+
+export const TrackSource = Object.freeze({
+  Unknown: 'unknown',
+  Camera: 'camera',
+  Microphone: 'microphone',
+  ScreenShare: 'screen_share',
+  ScreenShareAudio: 'screen_share_audio',
+});
+
+/** Video quality a subscriber asks for (simulcast layer q/h/f), or 'auto' (from the size). */
+export const VideoQuality = Object.freeze({ Auto: 'auto', Low: 'low', Medium: 'medium', High: 'high' });
+
+const SOURCE_FROM_PROTO = {
+  CAMERA: TrackSource.Camera,
+  MICROPHONE: TrackSource.Microphone,
+  SCREEN_SHARE: TrackSource.ScreenShare,
+  SCREEN_SHARE_AUDIO: TrackSource.ScreenShareAudio,
+};
+const SOURCE_TO_PROTO = {
+  [TrackSource.Camera]: 'CAMERA',
+  [TrackSource.Microphone]: 'MICROPHONE',
+  [TrackSource.ScreenShare]: 'SCREEN_SHARE',
+  [TrackSource.ScreenShareAudio]: 'SCREEN_SHARE_AUDIO',
+};
+export const sourceToProto = (source) => SOURCE_TO_PROTO[source] ?? 'SOURCE_UNKNOWN';
+export const QUALITY_TO_PROTO = { auto: 'QUALITY_UNSPECIFIED', low: 'LOW', medium: 'MEDIUM', high: 'HIGH' };
+
+/** Captures the camera (1280x720 at 30 fps unless `constraints` say otherwise). */
+export async function createCameraTrack(constraints) {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: constraints ?? { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+  });
+  return stream.getVideoTracks()[0];
+}
+
+/** Captures the microphone (echo cancellation, noise suppression, gain control on). */
+export async function createMicrophoneTrack(constraints) {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: constraints ?? { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  });
+  return stream.getAudioTracks()[0];
+}
+
+/** What every publication has, from the server's TrackInfo. */
+export class TrackPublication {
+  sid = '';
+  kind = TrackKind.Video;
+  source = TrackSource.Unknown;
+  name = '';
+  mimeType = '';
+  muted = false;
+  simulcast = false;
+  width = 0;
+  height = 0;
+  /** @type {{rid: string, width: number, height: number, bitrate: number}[]} */
+  layers = [];
+
+  /** Applies a TrackInfo (proto3 JSON: absent fields are defaults). */
+  updateInfo(info) {
+    this.sid = info.sid ?? this.sid;
+    this.kind = info.kind === 'AUDIO' ? TrackKind.Audio : TrackKind.Video;
+    this.source = SOURCE_FROM_PROTO[info.source] ?? TrackSource.Unknown;
+    this.name = info.name ?? '';
+    this.mimeType = info.mimeType ?? '';
+    this.muted = Boolean(info.muted);
+    this.simulcast = Boolean(info.simulcast);
+    this.width = info.width ?? 0;
+    this.height = info.height ?? 0;
+    this.layers = (info.layers ?? []).map((l) => ({
+      rid: l.rid ?? '',
+      width: l.width ?? 0,
+      height: l.height ?? 0,
+      bitrate: l.bitrate ?? 0,
+    }));
+  }
+}
+
+/** A track another participant publishes. */
+export class RemoteTrackPublication extends TrackPublication {
+  /** @type {MediaStreamTrack | null} the media, once subscribed and arriving */
+  track = null;
+  /** @type {RTCRtpReceiver | null} */
+  receiver = null;
+  /** Whether the server reports the subscription as negotiated. */
+  subscribed = false;
+  /** What we asked for: subscribe or not (auto-subscribe starts it true). */
+  wantSubscribed;
+  /** Latest display settings sent to the server. */
+  settings = { quality: VideoQuality.Auto, width: 0, height: 0, paused: false };
+  #room;
+
+  constructor(room, participant, info, autoSubscribe) {
+    super();
+    this.#room = room;
+    this.participant = participant;
+    this.wantSubscribed = autoSubscribe;
+    this.updateInfo(info);
+  }
+
+  /** A MediaStream holding the track, for a <video>/<audio> element's srcObject. */
+  get mediaStream() {
+    return this.track ? new MediaStream([this.track]) : null;
+  }
+
+  /** Subscribes or unsubscribes. */
+  setSubscribed(subscribed) {
+    this.wantSubscribed = subscribed;
+    this.#room._send({ subscription: { trackSids: [this.sid], subscribe: subscribed } });
+  }
+
+  /** Asks for a simulcast quality ('low', 'medium', 'high', or 'auto' to follow the size). */
+  setQuality(quality) {
+    if (!(quality in QUALITY_TO_PROTO)) throw new TypeError(`unknown quality ${quality}`);
+    this.#updateSettings({ quality });
+  }
+
+  /** Tells the server how large the video is shown (device pixels), so it can pick the layer. */
+  setRenderedSize(width, height) {
+    this.#updateSettings({ width: Math.round(width), height: Math.round(height) });
+  }
+
+  /** Pauses (not shown at all) or resumes the video without unsubscribing. */
+  setPaused(paused) {
+    this.#updateSettings({ paused: Boolean(paused) });
+  }
+
+  #updateSettings(change) {
+    const next = { ...this.settings, ...change };
+    const same = Object.keys(next).every((k) => next[k] === this.settings[k]);
+    this.settings = next;
+    if (!same && this.subscribed) this.#room._sendTrackSettings(this);
+  }
+}
+
+/**
+ * A track this participant publishes. Tracks published before `Room.connect()` go out in the
+ * first offer: one negotiation instead of several, and no offer of ours can cross one of the
+ * server's while we join.
+ */
+export class LocalTrackPublication extends TrackPublication {
+  /** @type {RTCRtpTransceiver | null} */
+  transceiver = null;
+  /** Stop the MediaStreamTrack when it is unpublished (true for tracks the SDK captured). */
+  stopOnUnpublish;
+  #room;
+
+  constructor(room, track, { source, name, simulcast, stopOnUnpublish }) {
+    super();
+    this.#room = room;
+    /** @type {MediaStreamTrack} */
+    this.track = track;
+    this.kind = track.kind === 'audio' ? TrackKind.Audio : TrackKind.Video;
+    this.source = source;
+    this.name = name ?? '';
+    this.simulcast = Boolean(simulcast);
+    this.stopOnUnpublish = Boolean(stopOnUnpublish);
+    /** The browser's id for the track, sent as addTrack.cid and carried in the msid. */
+    this.cid = track.id;
+    // One stream per track: its id is the msid stream id of this sender.
+    this.stream = new MediaStream([track]);
+  }
+
+  get sender() {
+    return this.transceiver?.sender ?? null;
+  }
+
+  mute() {
+    return this.#room._setLocalMuted(this, true);
+  }
+
+  unmute() {
+    return this.#room._setLocalMuted(this, false);
+  }
+}
+
+/** What local and remote participants share. */
+export class Participant {
+  sid = '';
+  identity = '';
+  name = '';
+  metadata = '';
+  /** 'joining' | 'joined' | 'active' | 'disconnected' */
+  state = 'joining';
+  /** Speaking now, per the server's active speaker detection. */
+  isSpeaking = false;
+  /** Smoothed linear audio level 0..1 while speaking. */
+  audioLevel = 0;
+  /** @type {Map<string, TrackPublication>} by track sid */
+  tracks = new Map();
+
+  updateInfo(info) {
+    this.sid = info.sid ?? this.sid;
+    this.identity = info.identity ?? '';
+    this.name = info.name ?? '';
+    this.metadata = info.metadata ?? '';
+    this.state = (info.state ?? 'JOINING').toLowerCase();
+  }
+
+  /** The publication of a source (camera, microphone, screen_share...), if any. */
+  getTrack(source) {
+    for (const p of this.tracks.values()) if (p.source === source) return p;
+    return undefined;
+  }
+}
+
+export class RemoteParticipant extends Participant {
+  constructor(info) {
+    super();
+    this.updateInfo(info);
+  }
+}
+
+export class LocalParticipant extends Participant {
+  #room;
+  constructor(room) {
+    super();
+    this.#room = room;
+  }
+
+  /** Our publication of a source, including one still waiting for its sid. */
+  getTrack(source) {
+    return this.#room.localPublications.find((p) => p.source === source);
+  }
+
+  /** Publishes a MediaStreamTrack; resolves with its publication once the server named it. */
+  publishTrack(track, options) {
+    return this.#room._publish(track, options);
+  }
+
+  unpublishTrack(publication) {
+    return this.#room._unpublish(publication);
+  }
+
+  /**
+   * Captures and publishes the camera (1280x720, simulcast q/h/f unless `simulcast: false`).
+   * @param {{simulcast?: boolean, constraints?: MediaTrackConstraints}} [options]
+   */
+  async publishCamera({ simulcast = true, constraints } = {}) {
+    const track = await createCameraTrack(constraints);
+    return this.publishTrack(track, { source: TrackSource.Camera, simulcast, stopOnUnpublish: true });
+  }
+
+  /** Captures and publishes the microphone. */
+  async publishMicrophone({ constraints } = {}) {
+    const track = await createMicrophoneTrack(constraints);
+    return this.publishTrack(track, { source: TrackSource.Microphone, stopOnUnpublish: true });
+  }
+
+  /**
+   * Shares the screen (one layer, no simulcast); stopping the share from the browser's UI
+   * unpublishes it.
+   */
+  async publishScreen({ audio = false } = {}) {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio });
+    const published = [];
+    for (const track of stream.getTracks()) {
+      const source = track.kind === 'video' ? TrackSource.ScreenShare : TrackSource.ScreenShareAudio;
+      const publication = await this.publishTrack(track, { source, simulcast: false, stopOnUnpublish: true });
+      track.addEventListener('ended', () => this.unpublishTrack(publication).catch(() => {}));
+      published.push(publication);
+    }
+    return published;
+  }
+}
