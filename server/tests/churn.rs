@@ -16,23 +16,11 @@ use prism_proto::signal::{
     LeaveRequest, SessionDescription, SignalRequest, signal_request::Message as Req,
     signal_response::Message as Resp,
 };
-use prism_server::transport::WorkerSnapshot;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
 
 const CLIENTS: usize = 50;
 const ROOMS: usize = 6;
 /// No single step (a join, an RPC) may take longer: past it, something is stuck.
 const STEP_DEADLINE: Duration = Duration::from_secs(15);
-
-fn client_offer() -> String {
-    let now = std::time::Instant::now();
-    let mut pc = RTCPeerConnectionBuilder::new().build(now).expect("pc");
-    pc.create_data_channel("_reliable", None)
-        .expect("data channel");
-    let offer = pc.create_offer(None).expect("offer");
-    pc.set_local_description(now, offer.clone()).expect("local");
-    offer.sdp
-}
 
 /// Joins, offers, stays a little, leaves. The room may be deleted under it at any point.
 async fn visit(
@@ -164,32 +152,13 @@ async fn fifty_clients_churning_rooms_leave_nothing_behind() {
     println!("{total} steps by {CLIENTS} clients in {seconds} s");
 
     // Rooms created by the control plane close 1 s after they empty.
-    let clean = eventually(Duration::from_secs(15), || {
-        let server = server.clone();
-        async move {
-            let snapshots = server.worker_snapshots().await;
-            server.rooms().room_count() == 0
-                && server.rooms().participant_count() == 0
-                && snapshots.iter().all(|s| *s == WorkerSnapshot::default())
-        }
-    })
+    assert_nothing_left_behind(
+        &server,
+        Duration::from_secs(15),
+        tasks_before,
+        &format!("after {total} steps"),
+    )
     .await;
-    assert!(
-        clean,
-        "left behind after {total} steps: {} rooms, {} participants, workers {:?}",
-        server.rooms().room_count(),
-        server.rooms().participant_count(),
-        server.worker_snapshots().await
-    );
-    let settled = eventually(Duration::from_secs(15), || async {
-        metrics.num_alive_tasks() <= tasks_before
-    })
-    .await;
-    assert!(
-        settled,
-        "tasks: {tasks_before} before, {} after",
-        metrics.num_alive_tasks()
-    );
     drop(control);
     if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown().await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use prism_proto::signal::{
@@ -12,18 +12,6 @@ use prism_proto::signal::{
     signal_request::Message as Req, signal_response::Message as Resp,
 };
 use prism_server::transport::WorkerSnapshot;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
-
-/// A real client offer (a data channel, as every Prism client sends first).
-fn client_offer() -> String {
-    let now = Instant::now();
-    let mut pc = RTCPeerConnectionBuilder::new().build(now).expect("pc");
-    pc.create_data_channel("_reliable", None)
-        .expect("data channel");
-    let offer = pc.create_offer(None).expect("offer");
-    pc.set_local_description(now, offer.clone()).expect("local");
-    offer.sdp
-}
 
 async fn join_offer_leave(server: &prism_server::Server, room: &str, identity: &str, sdp: &str) {
     let mut c = RawClient::connect(server, &token(room, identity))
@@ -91,33 +79,7 @@ async fn a_thousand_join_leave_cycles_leave_nothing_behind() {
     for lane in lanes {
         lane.await.expect("lane");
     }
-    let clean = eventually(Duration::from_secs(10), || {
-        let server = server.clone();
-        async move {
-            let snapshots = server.worker_snapshots().await;
-            server.rooms().room_count() == 0
-                && server.rooms().participant_count() == 0
-                && snapshots.iter().all(|s| *s == WorkerSnapshot::default())
-        }
-    })
-    .await;
-    assert!(
-        clean,
-        "left behind: {} rooms, {} participants, workers {:?}",
-        server.rooms().room_count(),
-        server.rooms().participant_count(),
-        server.worker_snapshots().await
-    );
-    let tasks_settled = eventually(Duration::from_secs(10), || async {
-        metrics.num_alive_tasks() <= tasks_before
-    })
-    .await;
-    assert!(
-        tasks_settled,
-        "tasks: {} before, {} after",
-        tasks_before,
-        metrics.num_alive_tasks()
-    );
+    assert_nothing_left_behind(&server, Duration::from_secs(10), tasks_before, "").await;
     if let Ok(server) = std::sync::Arc::try_unwrap(server) {
         server.shutdown().await;
     }

@@ -220,3 +220,53 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// A real client offer (a data channel, as every Prism client sends first), from the sans-I/O
+/// engine, for tests that speak signaling by hand.
+pub fn client_offer() -> String {
+    let now = std::time::Instant::now();
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+        .build(now)
+        .expect("pc");
+    pc.create_data_channel("_reliable", None)
+        .expect("data channel");
+    let offer = pc.create_offer(None).expect("offer");
+    pc.set_local_description(now, offer.clone()).expect("local");
+    offer.sdp
+}
+
+/// Asserts that within `timeout` the server holds no room, participant or worker state and
+/// the runtime is back to at most `tasks_before` tasks (`context` names the run on failure).
+pub async fn assert_nothing_left_behind(
+    server: &Server,
+    timeout: Duration,
+    tasks_before: usize,
+    context: &str,
+) {
+    let clean = eventually(timeout, || async {
+        let snapshots = server.worker_snapshots().await;
+        server.rooms().room_count() == 0
+            && server.rooms().participant_count() == 0
+            && snapshots
+                .iter()
+                .all(|s| *s == prism_server::transport::WorkerSnapshot::default())
+    })
+    .await;
+    assert!(
+        clean,
+        "left behind {context}: {} rooms, {} participants, workers {:?}",
+        server.rooms().room_count(),
+        server.rooms().participant_count(),
+        server.worker_snapshots().await
+    );
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let settled = eventually(timeout, || async {
+        metrics.num_alive_tasks() <= tasks_before
+    })
+    .await;
+    assert!(
+        settled,
+        "tasks: {tasks_before} before, {} after",
+        metrics.num_alive_tasks()
+    );
+}
