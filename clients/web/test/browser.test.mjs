@@ -60,7 +60,7 @@ async function everyoneReceives(pages, { minWidth, timeoutMs }) {
   await Promise.all(
     pages.map(({ name, page }) => {
       const pending = new Map(pages.filter((p) => p.name !== name).map((p) => [p.name, 'nothing yet']));
-      return withDiagnostics(page, name, () =>
+      return withDiagnostics(pages, () =>
         waitFor(
           `${name} to decode the others' video and receive their audio`,
           async () => {
@@ -80,12 +80,14 @@ async function everyoneReceives(pages, { minWidth, timeoutMs }) {
   return Date.now() - start;
 }
 
-/** Runs `check`; if it fails, adds what the page's WebRTC stats say to the error. */
-async function withDiagnostics(page, name, check) {
+/** Runs `check`; if it fails, adds what every page's WebRTC stats say to the error. */
+async function withDiagnostics(pages, check) {
   try {
     return await check();
   } catch (e) {
-    e.message += `\n  ${name}'s streams: ${await mediaDiagnostics(page).catch((d) => d.message)}`;
+    for (const { name, page } of pages) {
+      e.message += `\n  ${name}'s streams: ${await mediaDiagnostics(page).catch((d) => d.message)}`;
+    }
     throw e;
   }
 }

@@ -6,6 +6,7 @@ mod connection;
 mod data;
 mod interceptors;
 pub mod peer;
+mod remote_sdp;
 pub mod stun;
 pub mod udp;
 mod worker;

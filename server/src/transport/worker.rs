@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use super::connection::Connection;
 use super::peer::{self, IceCredentials, PeerSettings};
+use super::remote_sdp;
 use super::udp::{self, SendQueue};
 use super::{
     ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
@@ -284,7 +285,8 @@ impl Worker {
     }
 
     /// The feedback counters at debug level (totals since start; the metrics endpoint will
-    /// export the same atomics).
+    /// export the same atomics), then each published layer and each down track: what arrives
+    /// and what is forwarded, which is what a frozen video needs explained.
     fn log_counters(&self) {
         if self.conns.is_empty() {
             return;
@@ -310,8 +312,37 @@ impl Worker {
             keyframe_requests_throttled = load(&s.keyframe_requests_throttled),
             sender_reports_sent = load(&s.sender_reports_sent),
             rtt_ms = ?rtt_ms.iter().max(),
+            rtp_forward_errors = load(&s.rtp_forward_errors),
             "feedback counters"
         );
+        for r in self.receivers.values() {
+            for l in &r.layers {
+                tracing::debug!(
+                    conn = r.publisher.0,
+                    track = %r.track_id,
+                    ssrc = l.ssrc,
+                    rid = ?l.rid,
+                    packets = l.packets,
+                    idle_ms = ?l.last_packet.map(|at| at.elapsed().as_millis() as u64),
+                    "layer"
+                );
+            }
+        }
+        for (id, c) in &self.conns {
+            for dt in c.down_tracks.values() {
+                tracing::debug!(
+                    conn = id.0,
+                    track = %dt.track_sid,
+                    source = ?dt.source,
+                    forwarding = ?dt.munger.current_source(),
+                    target = ?dt.munger.target_source(),
+                    negotiated = dt.negotiated.is_some(),
+                    sent = dt.packets_sent,
+                    dropped = dt.dropped,
+                    "down track"
+                );
+            }
+        }
     }
 
     fn next_id(&mut self) -> u64 {
@@ -899,6 +930,7 @@ impl Worker {
             return Ok(None);
         }
         let now = Instant::now();
+        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(now, offer)
@@ -933,6 +965,7 @@ impl Worker {
                 expected: c.negotiation.outstanding,
             });
         }
+        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(Instant::now(), answer)
