@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::connection::Connection;
 use super::peer::{self, IceCredentials, PeerSettings};
-use super::remote_sdp;
+use super::sdp_fixes;
 use super::udp::{self, SendQueue};
 use super::{
     ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
@@ -920,6 +920,7 @@ impl Worker {
             }
         }
         let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+        let sdp = sdp_fixes::drop_simulcast_rtx(&sdp);
         tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
@@ -938,7 +939,7 @@ impl Worker {
             return Ok(None);
         }
         let now = Instant::now();
-        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
+        let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(now, offer)
@@ -953,6 +954,7 @@ impl Worker {
             c.pc.local_description()
                 .map(|d| d.sdp)
                 .unwrap_or(answer.sdp);
+        let sdp = sdp_fixes::drop_simulcast_rtx(&sdp);
         self.mark_dirty(id);
         Ok(Some(sdp))
     }
@@ -973,7 +975,7 @@ impl Worker {
                 expected: c.negotiation.outstanding,
             });
         }
-        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
+        let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(Instant::now(), answer)

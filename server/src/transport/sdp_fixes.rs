@@ -1,4 +1,8 @@
-//! Workaround for webrtc-rs 0.21.1 forgetting simulcast layers on renegotiation.
+//! Workarounds, at the SDP text, for what webrtc-rs 0.21.1 does not handle with RID-based
+//! simulcast. Each one is the smallest edit that gets the behaviour right; both go away when
+//! the engine handles these cases.
+//!
+//! # Layers forgotten on renegotiation ([`keep_simulcast_bindings`])
 //!
 //! Every remote description the engine applies re-creates the receive track of each media
 //! section that names a track (`a=msid`). For a RID-based (simulcast) section the new track's
@@ -13,6 +17,13 @@
 //! and the `a=ssrc`/`a=ssrc-group` lines that Firefox adds beside its RIDs). Everything else,
 //! directions, codecs, extensions and the RIDs themselves, is untouched; our own parsing of the
 //! client's SDP reads the original.
+//!
+//! # No retransmissions for simulcast layers ([`drop_simulcast_rtx`])
+//!
+//! The engine drops RTX packets that name their layer by repaired-rid (its RID binding path
+//! returns early on them), and a browser sends exactly those for simulcast. The lost packets
+//! would then never be repaired. Without RTX in our SDP for a simulcast section the browser
+//! resends NACKed packets on the layer's own SSRC, which the engine takes like any other.
 
 /// `sdp` with the track naming lines removed from each simulcast media section whose track id
 /// `is_known` reports as already received on this connection.
@@ -44,6 +55,66 @@ fn flush_section(out: &mut String, lines: &[&str], is_known: &impl Fn(&str) -> b
             continue;
         }
         out.push_str(line);
+    }
+}
+
+/// `sdp` (one we send) without the RTX codec in media sections that receive RID simulcast:
+/// its payload types leave the m= line and their rtpmap/fmtp/rtcp-fb lines go.
+pub fn drop_simulcast_rtx(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut section: Vec<&str> = Vec::new();
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            flush_without_rtx(&mut out, &section);
+            section.clear();
+        }
+        section.push(line);
+    }
+    flush_without_rtx(&mut out, &section);
+    out
+}
+
+fn flush_without_rtx(out: &mut String, lines: &[&str]) {
+    let simulcast = lines.first().is_some_and(|l| l.starts_with("m=video"))
+        && lines.iter().any(|l| l.starts_with("a=rid:"));
+    let rtx: Vec<&str> = if simulcast {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter_map(|v| v.split_once(' '))
+            .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("rtx/"))
+            .map(|(pt, _)| pt)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if rtx.is_empty() {
+        lines.iter().for_each(|l| out.push_str(l));
+        return;
+    }
+    let about_rtx = |l: &str| {
+        ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"].iter().any(|prefix| {
+            l.strip_prefix(prefix)
+                .and_then(|v| v.split([' ', '\r', '\n']).next())
+                .is_some_and(|pt| rtx.contains(&pt))
+        })
+    };
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 {
+            // m=video <port> <proto> <pt> <pt> ...
+            let body = line.trim_end_matches(['\r', '\n']);
+            let ending = &line[body.len()..];
+            let kept: Vec<&str> = body
+                .split(' ')
+                .enumerate()
+                .filter(|(j, field)| *j < 3 || !rtx.contains(field))
+                .map(|(_, field)| field)
+                .collect();
+            out.push_str(&kept.join(" "));
+            out.push_str(ending);
+        } else if !about_rtx(line) {
+            out.push_str(line);
+        }
     }
 }
 
@@ -95,6 +166,30 @@ a=ssrc:2 cname:x\r\n";
             assert!(out.contains(kept), "{kept} kept");
         }
         assert!(out.starts_with("v=0\r\n"));
+    }
+
+    #[test]
+    fn rtx_leaves_simulcast_sections_only() {
+        let sdp = "v=0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 98\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=rtpmap:98 H264/90000\r\n\
+a=rid:q recv\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n";
+        let out = drop_simulcast_rtx(sdp);
+        let (first, second) = out.split_at(out.rfind("m=video").unwrap());
+        assert!(first.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\n"), "{first}");
+        assert!(!first.contains("rtx") && !first.contains("apt=96"));
+        assert!(first.contains("a=rtcp-fb:96 nack") && first.contains("a=rtpmap:98 H264"));
+        // Not simulcast: untouched.
+        assert_eq!(second, &sdp[sdp.rfind("m=video").unwrap()..]);
+        assert_eq!(drop_simulcast_rtx("garbage"), "garbage");
     }
 
     #[test]
