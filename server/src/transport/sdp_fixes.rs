@@ -184,7 +184,10 @@ a=rtpmap:97 rtx/90000\r\n\
 a=fmtp:97 apt=96\r\n";
         let out = drop_simulcast_rtx(sdp);
         let (first, second) = out.split_at(out.rfind("m=video").unwrap());
-        assert!(first.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\n"), "{first}");
+        assert!(
+            first.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\n"),
+            "{first}"
+        );
         assert!(!first.contains("rtx") && !first.contains("apt=96"));
         assert!(first.contains("a=rtcp-fb:96 nack") && first.contains("a=rtpmap:98 H264"));
         // Not simulcast: untouched.

@@ -43,6 +43,7 @@ use super::{
 use crate::media::codec::{self, vp8::Vp8Descriptor};
 use crate::media::down_track::{DownTrack, Negotiated};
 use crate::media::extensions::ExtensionMap;
+use crate::media::layers::LayerSize;
 use crate::media::munger::RtpMunger;
 use crate::media::receiver::{Receiver, SubscriberRef};
 use crate::media::reports::SenderClock;
@@ -682,7 +683,21 @@ impl Worker {
             _ => None,
         };
         let keyframe = match &vp8 {
-            Some(d) => d.is_keyframe_start(),
+            Some(d) if d.is_keyframe_start() => {
+                // Layer sizes for subscribers that ask by size, when the publisher did not
+                // declare them (WHIP, plain WebRTC).
+                if let Some((width, height)) = codec::vp8::keyframe_size(&packet.payload, d) {
+                    receiver.observe_size(
+                        packet.header.ssrc,
+                        LayerSize {
+                            width: width.into(),
+                            height: height.into(),
+                        },
+                    );
+                }
+                true
+            }
+            Some(_) => false,
             None => {
                 !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload)
             }
