@@ -7,6 +7,19 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
+# Debian packages, each installed only when its command is missing (needs root or sudo).
+apt_install() { # <command> <package>
+    if command -v "$1" >/dev/null 2>&1; then return; fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+}
+# The impaired-link test makes network namespaces joined by a veth, capped with tc tbf and
+# lossy through nftables.
+apt_install ip iproute2
+apt_install nft nftables
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
@@ -15,13 +28,7 @@ echo "== tests"
 cargo test --workspace --locked
 
 echo "== browser tests (headless Chromium)"
-# Debian's chromium, installed only when missing (needs root or sudo).
-if ! command -v "${CHROMIUM_PATH:-chromium}" >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
-fi
+apt_install "${CHROMIUM_PATH:-chromium}" chromium
 export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
 # npm packages from the lock file, only when node_modules is missing or older than the lock.
 (
