@@ -41,7 +41,7 @@ export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
 cargo build --locked -p prism-server --bin prism
 export PRISM_BIN="$target_dir/debug/prism"
 export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
-(cd clients/web && node --test test/sdk.test.mjs)
+(cd clients/web && node --test test/sdk.test.mjs test/publisher_bitrate.test.mjs)
 # Up to four logged retries for the three-browser test: a subscriber sometimes never gets one
 # of the others' video (a known negotiation/simulcast-start bug, open in issue 7 and issue 4;
 # its first attempt failed in 2 of 3 fresh-clone runs, once twice). Five failures fail the suite; every

@@ -18,6 +18,8 @@
 //! directions, codecs, extensions and the RIDs themselves, is untouched; our own parsing of the
 //! client's SDP reads the original.
 //!
+//! A third edit is not a workaround but a hint: [`add_start_bitrate`].
+//!
 //! # No retransmissions for simulcast layers ([`drop_simulcast_rtx`])
 //!
 //! The engine drops RTX packets that name their layer by repaired-rid (its RID binding path
@@ -118,6 +120,81 @@ fn flush_without_rtx(out: &mut String, lines: &[&str]) {
     }
 }
 
+/// The send-side start bitrate Chrome reads from our SDP (`x-google-start-bitrate`, kbit/s).
+/// Chrome otherwise starts its estimate at 300 kbit/s and picks a capture resolution to fit:
+/// a 720p camera then goes out at 640x360 and its "bandwidth" quality limitation was seen to
+/// hold it there for well over 10 s, even with the estimate above 3 Mbit/s. GCC backs off from
+/// this start within a few feedback rounds on a slower link.
+pub const START_BITRATE_KBPS: u32 = 1500;
+
+/// `sdp` (one we send) with `x-google-start-bitrate` on every video codec but RTX, so a
+/// browser publisher starts near full quality (other browsers ignore the parameter).
+pub fn add_start_bitrate(sdp: &str, kbps: u32) -> String {
+    let param = format!("x-google-start-bitrate={kbps}");
+    let mut out = String::with_capacity(sdp.len() + 256);
+    let mut video = false;
+    let lines: Vec<&str> = sdp.split_inclusive('\n').collect();
+    // Payload types in the current video section that have their own fmtp line.
+    let has_fmtp = |from: usize, pt: &str| {
+        lines[from..]
+            .iter()
+            .take_while(|l| !l.starts_with("m="))
+            .any(|l| {
+                l.strip_prefix("a=fmtp:")
+                    .is_some_and(|v| v.split(' ').next() == Some(pt))
+            })
+    };
+    let mut section_start = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("m=") {
+            video = line.starts_with("m=video");
+            section_start = i;
+        }
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        if video
+            && let Some((pt, codec)) = body
+                .strip_prefix("a=rtpmap:")
+                .and_then(|v| v.split_once(' '))
+            && is_media_codec(codec)
+        {
+            out.push_str(line);
+            if !has_fmtp(section_start + 1, pt) {
+                out.push_str(&format!("a=fmtp:{pt} {param}{ending}"));
+            }
+            continue;
+        }
+        if video
+            && let Some(rest) = body.strip_prefix("a=fmtp:")
+            && let Some(pt) = rest.split(' ').next()
+            && media_codec_of(&lines[section_start..], pt)
+            && !rest.contains("x-google-start-bitrate")
+        {
+            out.push_str(body);
+            out.push(';');
+            out.push_str(&param);
+            out.push_str(ending);
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// A video codec that carries media (not rtx, red, ulpfec, flexfec).
+fn is_media_codec(codec: &str) -> bool {
+    let name = codec.split('/').next().unwrap_or("").to_ascii_lowercase();
+    matches!(name.as_str(), "vp8" | "vp9" | "h264" | "h265" | "av1")
+}
+
+fn media_codec_of(section: &[&str], pt: &str) -> bool {
+    section
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|v| v.split_once(' '))
+        .any(|(p, codec)| p == pt && is_media_codec(codec))
+}
+
 fn names_track(line: &str) -> bool {
     line.starts_with("a=msid:") || line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:")
 }
@@ -193,6 +270,29 @@ a=fmtp:97 apt=96\r\n";
         // Not simulcast: untouched.
         assert_eq!(second, &sdp[sdp.rfind("m=video").unwrap()..]);
         assert_eq!(drop_simulcast_rtx("garbage"), "garbage");
+    }
+
+    #[test]
+    fn start_bitrate_goes_on_video_media_codecs() {
+        let sdp = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 packetization-mode=1\r\n";
+        let out = add_start_bitrate(sdp, 1500);
+        assert!(out.contains("a=rtpmap:96 VP8/90000\r\na=fmtp:96 x-google-start-bitrate=1500\r\n"));
+        assert!(out.contains("a=fmtp:102 packetization-mode=1;x-google-start-bitrate=1500\r\n"));
+        assert!(out.contains("a=fmtp:97 apt=96\r\n"), "RTX untouched");
+        assert!(
+            out.contains("a=fmtp:111 minptime=10\r\n"),
+            "audio untouched"
+        );
+        assert_eq!(add_start_bitrate(&out, 1500), out, "applied once");
     }
 
     #[test]

@@ -935,7 +935,10 @@ impl Worker {
             }
         }
         let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
-        let sdp = sdp_fixes::drop_simulcast_rtx(&sdp);
+        let sdp = sdp_fixes::add_start_bitrate(
+            &sdp_fixes::drop_simulcast_rtx(&sdp),
+            sdp_fixes::START_BITRATE_KBPS,
+        );
         tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
@@ -969,7 +972,10 @@ impl Worker {
             c.pc.local_description()
                 .map(|d| d.sdp)
                 .unwrap_or(answer.sdp);
-        let sdp = sdp_fixes::drop_simulcast_rtx(&sdp);
+        let sdp = sdp_fixes::add_start_bitrate(
+            &sdp_fixes::drop_simulcast_rtx(&sdp),
+            sdp_fixes::START_BITRATE_KBPS,
+        );
         self.mark_dirty(id);
         Ok(Some(sdp))
     }
