@@ -14,6 +14,10 @@ pub mod room;
 pub mod transport;
 pub mod webhooks;
 
+/// A media worker in virtual time, for deterministic simulations (see `transport::sim`).
+#[doc(hidden)]
+pub use transport::sim;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@ mod data;
 mod interceptors;
 pub mod peer;
 mod sdp_fixes;
+#[doc(hidden)]
+pub mod sim;
 pub mod stun;
 pub mod udp;
 mod worker;

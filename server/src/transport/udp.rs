@@ -68,6 +68,11 @@ impl SendQueue {
         self.pending.is_empty()
     }
 
+    /// Moves everything queued into `out` instead of sending it (a simulated network).
+    pub fn take_into(&mut self, out: &mut Vec<(SocketAddr, BytesMut)>) {
+        out.append(&mut self.pending);
+    }
+
     /// Sends everything queued. A full socket buffer waits for writability (the kernel drains
     /// it in microseconds); other errors drop that datagram and are counted.
     pub async fn flush(&mut self, socket: &UdpSocket) -> FlushStats {

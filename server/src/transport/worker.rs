@@ -100,7 +100,7 @@ pub struct WorkerSnapshot {
 
 const COMMAND_QUEUE: usize = 8192;
 const MAX_DATAGRAMS_PER_WAKE: usize = 256;
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
+pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const COUNTERS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[path = "worker_simulcast.rs"]
@@ -162,8 +162,8 @@ pub(super) fn spawn(
                     }
                 };
                 tracing::info!(worker = index, %bound, advertised = ?settings.advertised, "media worker started");
-                Worker::new(index, socket, local_addr, settings, policy, stats)
-                    .run(rx)
+                Worker::new(index, local_addr, settings, policy, stats)
+                    .run(socket, rx)
                     .await;
             });
         })
@@ -171,9 +171,10 @@ pub(super) fn spawn(
     Ok((handle, thread))
 }
 
-struct Worker {
+/// The sans-I/O core of a worker: it never touches the socket or the clock. The run loop (or
+/// a simulation, see `transport::sim`) hands it datagrams, commands and the time.
+pub(super) struct Worker {
     index: usize,
-    socket: UdpSocket,
     /// The address connections see as theirs (an advertised candidate address).
     local_addr: SocketAddr,
     settings: PeerSettings,
@@ -188,7 +189,6 @@ struct Worker {
     next_id: u64,
     dirty: Vec<ConnId>,
     send_queue: SendQueue,
-    recv_buf: Vec<u8>,
     // Scratch buffers reused for every connection drain, so draining does not allocate.
     event_buf: Vec<RTCPeerConnectionEvent>,
     rtp_buf: Vec<(String, rtp::Packet)>,
@@ -198,9 +198,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(
+    pub(super) fn new(
         index: usize,
-        socket: UdpSocket,
         local_addr: SocketAddr,
         settings: PeerSettings,
         policy: MediaPolicy,
@@ -208,7 +207,6 @@ impl Worker {
     ) -> Self {
         Self {
             index,
-            socket,
             local_addr,
             settings,
             policy,
@@ -221,7 +219,6 @@ impl Worker {
             next_id: 1,
             dirty: Vec::new(),
             send_queue: SendQueue::default(),
-            recv_buf: vec![0; 2048],
             event_buf: Vec::new(),
             rtp_buf: Vec::new(),
             rtcp_buf: Vec::new(),
@@ -230,7 +227,8 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<WorkerCommand>) {
+    async fn run(mut self, socket: UdpSocket, mut commands: mpsc::Receiver<WorkerCommand>) {
+        let mut recv_buf = vec![0; 2048];
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut next_counters_log = Instant::now() + COUNTERS_LOG_INTERVAL;
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -245,35 +243,29 @@ impl Worker {
                 biased;
                 command = commands.recv() => match command {
                     Some(command) => {
-                        self.handle_command(command);
+                        self.handle_command(command, Instant::now());
                         // Take what else is queued, bounded so media keeps flowing.
                         for _ in 0..64 {
                             match commands.try_recv() {
-                                Ok(command) => self.handle_command(command),
+                                Ok(command) => self.handle_command(command, Instant::now()),
                                 Err(_) => break,
                             }
                         }
                     }
                     None => break,
                 },
-                ready = self.socket.readable() => {
+                ready = socket.readable() => {
                     if ready.is_ok() {
-                        self.read_datagrams();
+                        self.read_datagrams(&socket, &mut recv_buf);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
-                    self.select_layers(now);
-                    self.request_pending_keyframes(now);
-                    self.report_stream_states();
-                    if self.policy.dynacast {
-                        self.update_dynacast(now);
-                    }
-                    self.send_sender_reports(now);
+                    self.housekeeping(now);
                     if now >= next_counters_log {
                         next_counters_log = now + COUNTERS_LOG_INTERVAL;
-                        self.log_counters();
+                        self.log_counters(now);
                     }
                 }
             }
@@ -281,7 +273,7 @@ impl Worker {
             self.fire_timeouts(now);
             self.process_dirty(now);
             if !self.send_queue.is_empty() {
-                let flushed = self.send_queue.flush(&self.socket).await;
+                let flushed = self.send_queue.flush(&socket).await;
                 let s = &self.stats;
                 s.datagrams_out
                     .fetch_add(flushed.datagrams as u64, Ordering::Relaxed);
@@ -297,14 +289,32 @@ impl Worker {
         for id in ids {
             self.close(id);
         }
-        let _ = self.send_queue.flush(&self.socket).await;
+        let _ = self.send_queue.flush(&socket).await;
         tracing::info!(worker = self.index, "media worker stopped");
+    }
+
+    /// The periodic decisions ([`HOUSEKEEPING`]): layers, pending keyframes, stream states,
+    /// dynacast and sender reports.
+    pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.select_layers(now);
+        self.request_pending_keyframes(now);
+        self.report_stream_states();
+        if self.policy.dynacast {
+            self.update_dynacast(now);
+        }
+        self.send_sender_reports(now);
+    }
+
+    /// Moves the datagrams the connections produced into `out` (a simulation's network; the
+    /// run loop flushes them to the socket instead).
+    pub(super) fn take_datagrams(&mut self, out: &mut Vec<(SocketAddr, BytesMut)>) {
+        self.send_queue.take_into(out);
     }
 
     /// The feedback counters at debug level (totals since start; the metrics endpoint will
     /// export the same atomics), then each published layer and each down track: what arrives
     /// and what is forwarded, which is what a frozen video needs explained.
-    fn log_counters(&self) {
+    fn log_counters(&self, now: Instant) {
         if self.conns.is_empty() {
             return;
         }
@@ -340,7 +350,7 @@ impl Worker {
                     ssrc = l.ssrc,
                     rid = ?l.rid,
                     packets = l.packets,
-                    idle_ms = ?l.last_packet.map(|at| at.elapsed().as_millis() as u64),
+                    idle_ms = ?l.last_packet.map(|at| now.saturating_duration_since(at).as_millis() as u64),
                     "layer"
                 );
             }
@@ -376,11 +386,11 @@ impl Worker {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.conns.values().filter_map(|c| c.deadline).min()
     }
 
-    fn fire_timeouts(&mut self, now: Instant) {
+    pub(super) fn fire_timeouts(&mut self, now: Instant) {
         for (id, c) in self.conns.iter_mut() {
             if c.deadline.is_some_and(|d| d <= now) {
                 c.deadline = None;
@@ -398,10 +408,10 @@ impl Worker {
 
     // ------------------------------------------------------------------ datagrams in
 
-    fn read_datagrams(&mut self) {
+    fn read_datagrams(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         for _ in 0..MAX_DATAGRAMS_PER_WAKE {
-            match self.socket.try_recv_from(&mut self.recv_buf) {
-                Ok((n, from)) => self.route(from, n),
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => self.handle_datagram(from, &buf[..n], Instant::now()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors surface here on Linux; they concern one peer, not the socket.
@@ -411,10 +421,12 @@ impl Worker {
         }
     }
 
-    fn route(&mut self, from: SocketAddr, len: usize) {
+    /// Routes one received datagram to its connection.
+    pub(super) fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        let data = &self.recv_buf[..len];
+        self.stats
+            .bytes_in
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         // STUN names its connection; everything else is known by the address its checks came from.
         let target = match super::stun::local_ufrag(data) {
             Some(ufrag) => self.by_ufrag.get(ufrag).copied(),
@@ -433,7 +445,7 @@ impl Worker {
             return;
         };
         let message = TaggedBytesMut {
-            now: Instant::now(),
+            now,
             transport: TransportContext {
                 local_addr: self.local_addr,
                 peer_addr: from,
@@ -453,7 +465,7 @@ impl Worker {
 
     // ------------------------------------------------------------------ connection output
 
-    fn process_dirty(&mut self, now: Instant) {
+    pub(super) fn process_dirty(&mut self, now: Instant) {
         // Draining one connection can dirty others (forwarded RTP), so the list may grow.
         let mut i = 0;
         while i < self.dirty.len() {
@@ -528,7 +540,7 @@ impl Worker {
         self.event_buf = events;
         self.rtp_buf = packets;
         self.rtcp_buf = feedback;
-        self.maybe_offer(id);
+        self.maybe_offer(id, now);
     }
 
     fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
@@ -906,7 +918,7 @@ impl Worker {
 
     // ------------------------------------------------------------------ negotiation
 
-    fn maybe_offer(&mut self, id: ConnId) {
+    fn maybe_offer(&mut self, id: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -914,7 +926,6 @@ impl Worker {
             return;
         }
         c.negotiation.needed = false;
-        let now = Instant::now();
         let offer = match c.pc.create_offer(None) {
             Ok(offer) => offer,
             Err(e) => {
@@ -947,6 +958,7 @@ impl Worker {
         &mut self,
         id: ConnId,
         sdp: String,
+        now: Instant,
     ) -> Result<Option<String>, TransportError> {
         let c = self
             .conns
@@ -956,7 +968,6 @@ impl Worker {
             // Glare: the server is the impolite peer and keeps its own offer.
             return Ok(None);
         }
-        let now = Instant::now();
         let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
@@ -985,6 +996,7 @@ impl Worker {
         id: ConnId,
         sdp: String,
         answer_id: u32,
+        now: Instant,
     ) -> Result<(), TransportError> {
         let c = self
             .conns
@@ -999,7 +1011,7 @@ impl Worker {
         let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
-        c.pc.set_remote_description(Instant::now(), answer)
+        c.pc.set_remote_description(now, answer)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.negotiation.outstanding = None;
         let ready: Vec<DownTrackId> = c
@@ -1008,7 +1020,6 @@ impl Worker {
             .filter(|dt| dt.negotiated.is_none() && dt.offered_in == Some(answer_id))
             .map(|dt| dt.id)
             .collect();
-        let now = Instant::now();
         for dt_id in ready {
             self.activate(id, dt_id, now);
         }
@@ -1078,17 +1089,17 @@ impl Worker {
 
     // ------------------------------------------------------------------ commands
 
-    fn handle_command(&mut self, command: WorkerCommand) {
+    pub(super) fn handle_command(&mut self, command: WorkerCommand, now: Instant) {
         match command {
             WorkerCommand::Open {
                 conn,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.open(conn, events));
+                let _ = reply.send(self.open(conn, events, now));
             }
             WorkerCommand::Offer { conn, sdp, reply } => {
-                let result = self.on_client_offer(conn, sdp);
+                let result = self.on_client_offer(conn, sdp, now);
                 let _ = reply.send(result);
             }
             WorkerCommand::Answer {
@@ -1097,7 +1108,7 @@ impl Worker {
                 id,
                 reply,
             } => {
-                let result = self.on_client_answer(conn, sdp, id);
+                let result = self.on_client_answer(conn, sdp, id, now);
                 let _ = reply.send(result);
             }
             WorkerCommand::Candidate {
@@ -1144,7 +1155,6 @@ impl Worker {
                 reliable,
                 payload,
             } => {
-                let now = Instant::now();
                 for id in conns {
                     if let Some(c) = self.conns.get_mut(&id) {
                         super::data::send(c, reliable, &payload, now, &self.stats.data);
@@ -1169,9 +1179,10 @@ impl Worker {
         &mut self,
         conn: ConnId,
         events: mpsc::Sender<ConnEvent>,
+        now: Instant,
     ) -> Result<(), TransportError> {
         let credentials = IceCredentials::random();
-        let pc = peer::build(&self.settings, &credentials, &self.stats, Instant::now())
+        let pc = peer::build(&self.settings, &credentials, &self.stats, now)
             .map_err(|e| TransportError::Engine(e.to_string()))?;
         self.by_ufrag.insert(credentials.ufrag.clone(), conn);
         self.conns
