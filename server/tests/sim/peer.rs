@@ -1,0 +1,411 @@
+//! Simulated clients: `rtc` sans-I/O peer connections with the interceptors the Rust SDK uses
+//! (NACK generator and responder, receiver and sender reports, TWCC receiver), driven by the
+//! simulation's clock and network instead of a socket.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use prism_client::synthetic::{Vp8Config, Vp8Source, parse_vp8};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::net::Network;
+use super::tap::{SharedWireLog, ToApplication, WireTap, app_slot, wire_slot};
+
+pub type PeerResult<T> = Result<T, rtc::shared::error::Error>;
+
+/// One client's peer connection and its place on the simulated network.
+pub struct SimPeer {
+    pub pc: RTCPeerConnection,
+    pub addr: SocketAddr,
+    pub wire: SharedWireLog,
+    pub connected_at: Option<Instant>,
+    deadline: Option<Instant>,
+}
+
+impl SimPeer {
+    pub fn new(addr: SocketAddr, now: Instant) -> PeerResult<Self> {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        let wire = SharedWireLog::default();
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+            .with(app_slot(), ToApplication::default())
+            .with(wire_slot(), WireTap::new(wire.clone()));
+        let setting_engine = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        Ok(Self {
+            pc,
+            addr,
+            wire,
+            connected_at: None,
+            deadline: Some(now),
+        })
+    }
+
+    /// Creates and applies an offer; returns its SDP.
+    pub fn offer(&mut self, now: Instant) -> PeerResult<String> {
+        let offer = self.pc.create_offer(None)?;
+        self.pc.set_local_description(now, offer.clone())?;
+        Ok(self.pc.local_description().map_or(offer.sdp, |d| d.sdp))
+    }
+
+    pub fn apply_answer(&mut self, sdp: String, now: Instant) -> PeerResult<()> {
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::answer(sdp)?)
+    }
+
+    /// Answers a server offer; returns the answer's SDP.
+    pub fn answer(&mut self, offer: String, now: Instant) -> PeerResult<String> {
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer.clone())?;
+        Ok(self.pc.local_description().map_or(answer.sdp, |d| d.sdp))
+    }
+
+    pub fn receive(&mut self, from: SocketAddr, data: BytesMut, now: Instant) {
+        let message = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        // A datagram the engine refuses is the network's business (loss, duplicates), not a
+        // failure of the simulation.
+        let _ = self.pc.handle_read(message);
+    }
+
+    /// Fires the engine's timers when due.
+    pub fn fire_timeout(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            let _ = self.pc.handle_timeout(now);
+            return true;
+        }
+        false
+    }
+
+    /// Hands what the engine wrote to the network and notes its next timer.
+    pub fn flush(&mut self, net: &mut Network, now: Instant) {
+        while let Some(out) = self.pc.poll_write() {
+            net.send(self.addr, out.transport.peer_addr, out.message, now);
+        }
+        self.deadline = self.pc.poll_timeout();
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn on_state(&mut self, state: RTCPeerConnectionState, now: Instant) {
+        if state == RTCPeerConnectionState::Connected && self.connected_at.is_none() {
+            self.connected_at = Some(now);
+        }
+    }
+}
+
+/// Virtual wall clock for payload stamps: the epoch plus the time since the run started.
+fn stamp_clock(start: Instant, now: Instant) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) + now.duration_since(start)
+}
+
+fn stamp_instant(start: Instant, micros: u64) -> Instant {
+    start + Duration::from_micros(micros).saturating_sub(Duration::from_secs(1_000_000))
+}
+
+/// A packet as the publisher sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct SentPacket {
+    pub counter: u64,
+    pub timestamp: u32,
+    pub at: Instant,
+}
+
+/// Publishes one synthetic VP8 track and answers keyframe requests with a keyframe.
+pub struct Publisher {
+    pub peer: SimPeer,
+    sender: RTCRtpSenderId,
+    source: Vp8Source,
+    ssrc: u32,
+    next_frame: Option<Instant>,
+    start: Instant,
+    pub sent: Vec<SentPacket>,
+    /// When PLI or FIR reached the publisher.
+    pub keyframe_requests: Vec<Instant>,
+}
+
+impl Publisher {
+    pub fn new(addr: SocketAddr, config: Vp8Config, start: Instant) -> PeerResult<Self> {
+        let mut peer = SimPeer::new(addr, start)?;
+        let ssrc = config.ssrc;
+        let track = MediaStreamTrack::new(
+            format!("stream-{addr}"),
+            format!("video-{addr}"),
+            format!("video-{addr}"),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90_000,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        );
+        let sender = peer.pc.add_track(track)?;
+        Ok(Self {
+            peer,
+            sender,
+            source: Vp8Source::new(config),
+            ssrc,
+            next_frame: None,
+            start,
+            sent: Vec::new(),
+            keyframe_requests: Vec::new(),
+        })
+    }
+
+    /// Starts sending frames at `at`.
+    pub fn start_media(&mut self, at: Instant) {
+        self.next_frame.get_or_insert(at);
+    }
+
+    pub fn next_frame(&self) -> Option<Instant> {
+        self.next_frame
+    }
+
+    /// Sends the frame that is due, if one is.
+    pub fn send_due_frame(&mut self, now: Instant) -> bool {
+        let Some(due) = self.next_frame.filter(|d| *d <= now) else {
+            return false;
+        };
+        self.next_frame = Some(due + self.source.frame_interval());
+        let Some(mut sender) = self.peer.pc.rtp_sender(self.sender) else {
+            return false;
+        };
+        let payload_type = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
+            .map(|c| c.payload_type);
+        let Some(payload_type) = payload_type else {
+            return false;
+        };
+        for mut packet in self.source.next_frame_at(stamp_clock(self.start, now)) {
+            packet.header.ssrc = self.ssrc;
+            packet.header.payload_type = payload_type;
+            if let Some(stamp) = parse_vp8(&packet.payload) {
+                self.sent.push(SentPacket {
+                    counter: stamp.counter,
+                    timestamp: packet.header.timestamp,
+                    at: now,
+                });
+            }
+            let _ = sender.write_rtp(now, packet);
+        }
+        true
+    }
+
+    /// Reads what the engine delivered: state changes and keyframe requests.
+    pub fn drain(&mut self, now: Instant) {
+        while let Some(event) = self.peer.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                self.peer.on_state(state, now);
+            }
+        }
+        while let Some(message) = self.peer.pc.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message.message
+                && packets.iter().any(|p| {
+                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                })
+            {
+                self.keyframe_requests.push(now);
+                self.source.request_keyframe();
+            }
+        }
+    }
+}
+
+/// A packet as a subscriber received it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedPacket {
+    pub counter: u64,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub at: Instant,
+    /// When the publisher generated it.
+    pub sent_at: Instant,
+}
+
+/// A sender report as a subscriber received it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedReport {
+    pub ssrc: u32,
+    pub ntp: u64,
+    pub rtp: u32,
+    pub at: Instant,
+}
+
+/// Receives whatever the server forwards and records it; optionally asks for a keyframe on a
+/// fixed period (a misbehaving or struggling client).
+pub struct Subscriber {
+    pub peer: SimPeer,
+    start: Instant,
+    pub received: Vec<ReceivedPacket>,
+    pub sender_reports: Vec<ReceivedReport>,
+    receivers: Vec<RTCRtpReceiverId>,
+    pli_every: Option<Duration>,
+    next_pli: Option<Instant>,
+    pub plis_sent: u64,
+}
+
+impl Subscriber {
+    pub fn new(addr: SocketAddr, start: Instant) -> PeerResult<Self> {
+        let mut peer = SimPeer::new(addr, start)?;
+        // Something to offer before any track exists, as the SDK does.
+        peer.pc.create_data_channel("sim", None)?;
+        Ok(Self {
+            peer,
+            start,
+            received: Vec::new(),
+            sender_reports: Vec::new(),
+            receivers: Vec::new(),
+            pli_every: None,
+            next_pli: None,
+            plis_sent: 0,
+        })
+    }
+
+    /// Sends a PLI for every received stream this often, from the first packet on.
+    pub fn send_pli_every(&mut self, period: Duration) {
+        self.pli_every = Some(period);
+    }
+
+    pub fn next_pli(&self) -> Option<Instant> {
+        self.next_pli
+    }
+
+    pub fn send_due_pli(&mut self, now: Instant) -> bool {
+        let (Some(due), Some(period)) = (self.next_pli, self.pli_every) else {
+            return false;
+        };
+        if due > now {
+            return false;
+        }
+        self.next_pli = Some(due + period);
+        let Some(ssrc) = self.received.last().map(|p| p.ssrc) else {
+            return false;
+        };
+        for &id in &self.receivers {
+            if let Some(mut receiver) = self.peer.pc.rtp_receiver(id) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                    self.plis_sent += 1;
+                }
+            }
+        }
+        true
+    }
+
+    pub fn drain(&mut self, now: Instant) {
+        while let Some(event) = self.peer.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    self.peer.on_state(state, now)
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    self.receivers.push(init.receiver_id)
+                }
+                _ => {}
+            }
+        }
+        while let Some(message) = self.peer.pc.poll_read() {
+            match message.message {
+                RTCMessage::RtpPacket(_, packet) => {
+                    let Some(stamp) = parse_vp8(&packet.payload) else {
+                        continue;
+                    };
+                    if self.next_pli.is_none()
+                        && let Some(period) = self.pli_every
+                    {
+                        self.next_pli = Some(now + period);
+                    }
+                    self.received.push(ReceivedPacket {
+                        counter: stamp.counter,
+                        seq: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        ssrc: packet.header.ssrc,
+                        at: now,
+                        sent_at: stamp_instant(self.start, stamp.sent_at_micros),
+                    });
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for p in packets {
+                        if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                            self.sender_reports.push(ReceivedReport {
+                                ssrc: sr.ssrc,
+                                ntp: sr.ntp_time,
+                                rtp: sr.rtp_time,
+                                at: now,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
