@@ -20,9 +20,11 @@ fn video() -> Vp8Config {
 
 /// Runs one publisher and one subscriber over `link` for `seconds`; returns the world.
 fn one_pair(seed: u64, link: LinkConfig, seconds: u64) -> World {
-    let mut world = World::new(seed, link, SimPolicy::default());
+    let mut world = World::new(seed, LinkConfig::delay_ms(20), SimPolicy::default());
     world.add_publisher(video());
     world.add_subscriber();
+    world.connect_all(Duration::from_secs(5));
+    world.net.configure_all(link);
     world.run_for(Duration::from_secs(seconds));
     world
 }

@@ -285,6 +285,14 @@ impl Network {
             .set_config(config);
     }
 
+    /// Makes every link, existing or future, behave like `config`.
+    pub fn configure_all(&mut self, config: LinkConfig) {
+        self.default_link = config;
+        for link in self.links.values_mut() {
+            link.set_config(config);
+        }
+    }
+
     pub fn link(&self, from: SocketAddr, to: SocketAddr) -> Option<&Link> {
         self.links.get(&(from, to))
     }

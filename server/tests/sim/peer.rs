@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prism_client::synthetic::{Vp8Config, Vp8Source, parse_vp8};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -41,6 +41,10 @@ pub struct SimPeer {
     pub wire: SharedWireLog,
     pub connected_at: Option<Instant>,
     deadline: Option<Instant>,
+    /// Timer ticks the engine failed (a failing stage skips the later ones: ENGINE-NOTES #9),
+    /// and the last error.
+    pub timeout_errors: u64,
+    pub last_timeout_error: Option<String>,
 }
 
 impl SimPeer {
@@ -78,6 +82,8 @@ impl SimPeer {
             wire,
             connected_at: None,
             deadline: Some(now),
+            timeout_errors: 0,
+            last_timeout_error: None,
         })
     }
 
@@ -122,7 +128,10 @@ impl SimPeer {
     pub fn fire_timeout(&mut self, now: Instant) -> bool {
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
-            let _ = self.pc.handle_timeout(now);
+            if let Err(e) = self.pc.handle_timeout(now) {
+                self.timeout_errors += 1;
+                self.last_timeout_error = Some(e.to_string());
+            }
             return true;
         }
         false
@@ -159,57 +168,127 @@ fn stamp_instant(start: Instant, micros: u64) -> Instant {
 /// A packet as the publisher sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct SentPacket {
+    pub ssrc: u32,
     pub counter: u64,
     pub timestamp: u32,
     pub at: Instant,
 }
 
-/// Publishes one synthetic VP8 track and answers keyframe requests with a keyframe.
+/// A keyframe request (PLI or FIR) as it reached the publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyframeRequest {
+    pub at: Instant,
+    pub ssrc: u32,
+}
+
+/// One encoding the publisher sends: the whole track, or one simulcast layer.
+struct Encoding {
+    rid: Option<String>,
+    ssrc: u32,
+    source: Vp8Source,
+}
+
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
+/// Publishes one synthetic VP8 track, plain or simulcast, and answers keyframe requests with a
+/// keyframe on the encoding asked for.
 pub struct Publisher {
     pub peer: SimPeer,
     sender: RTCRtpSenderId,
-    source: Vp8Source,
-    ssrc: u32,
+    encodings: Vec<Encoding>,
     next_frame: Option<Instant>,
     start: Instant,
+    /// Every packet sent, the layer's SSRC with it (the stamp counter counts per encoding).
     pub sent: Vec<SentPacket>,
-    /// When PLI or FIR reached the publisher.
-    pub keyframe_requests: Vec<Instant>,
+    pub keyframe_requests: Vec<KeyframeRequest>,
 }
 
 impl Publisher {
+    /// A publisher of one plain VP8 stream.
     pub fn new(addr: SocketAddr, config: Vp8Config, start: Instant) -> PeerResult<Self> {
+        Self::with_encodings(addr, vec![(None, config)], start)
+    }
+
+    /// A simulcast publisher: one encoding per `(rid, config)`, lowest first. All layers must
+    /// share one frame rate.
+    pub fn simulcast(
+        addr: SocketAddr,
+        layers: Vec<(String, Vp8Config)>,
+        start: Instant,
+    ) -> PeerResult<Self> {
+        let layers = layers.into_iter().map(|(rid, c)| (Some(rid), c)).collect();
+        Self::with_encodings(addr, layers, start)
+    }
+
+    fn with_encodings(
+        addr: SocketAddr,
+        layers: Vec<(Option<String>, Vp8Config)>,
+        start: Instant,
+    ) -> PeerResult<Self> {
         let mut peer = SimPeer::new(addr, start)?;
-        let ssrc = config.ssrc;
+        let codec = RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            ..Default::default()
+        };
+        let codings = layers
+            .iter()
+            .map(|(rid, config)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: rid.clone().unwrap_or_default(),
+                    ssrc: Some(config.ssrc),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            })
+            .collect();
         let track = MediaStreamTrack::new(
             format!("stream-{addr}"),
             format!("video-{addr}"),
             format!("video-{addr}"),
             RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_VP8.to_owned(),
-                    clock_rate: 90_000,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
+            codings,
         );
         let sender = peer.pc.add_track(track)?;
+        let encodings = layers
+            .into_iter()
+            .map(|(rid, config)| Encoding {
+                rid,
+                ssrc: config.ssrc,
+                source: Vp8Source::new(config),
+            })
+            .collect();
         Ok(Self {
             peer,
             sender,
-            source: Vp8Source::new(config),
-            ssrc,
+            encodings,
             next_frame: None,
             start,
             sent: Vec::new(),
             keyframe_requests: Vec::new(),
         })
+    }
+
+    /// The SSRC of each encoding, lowest layer first.
+    pub fn ssrcs(&self) -> Vec<u32> {
+        self.encodings.iter().map(|e| e.ssrc).collect()
+    }
+
+    /// The RTP timestamp encoding `ssrc` gave the frame generated at `at` (frames are
+    /// generated on a fixed clock, so this holds for frames not sent yet too).
+    pub fn timestamp_at(&self, ssrc: u32, at: Instant) -> Option<u32> {
+        let first = self.sent.iter().find(|p| p.ssrc == ssrc)?;
+        let e = self.encodings.iter().find(|e| e.ssrc == ssrc)?;
+        let frames = (at.duration_since(first.at).as_secs_f64()
+            / e.source.frame_interval().as_secs_f64())
+        .round() as u32;
+        Some(
+            first
+                .timestamp
+                .wrapping_add(frames * (90_000 / e.source.config().fps)),
+        )
     }
 
     /// Starts sending frames at `at`.
@@ -221,38 +300,70 @@ impl Publisher {
         self.next_frame
     }
 
-    /// Sends the frame that is due, if one is.
+    /// Sends the frame that is due on every encoding, if one is.
     pub fn send_due_frame(&mut self, now: Instant) -> bool {
         let Some(due) = self.next_frame.filter(|d| *d <= now) else {
             return false;
         };
-        self.next_frame = Some(due + self.source.frame_interval());
+        let Some(interval) = self.encodings.first().map(|e| e.source.frame_interval()) else {
+            return false;
+        };
+        self.next_frame = Some(due + interval);
         let Some(mut sender) = self.peer.pc.rtp_sender(self.sender) else {
             return false;
         };
-        let payload_type = sender
-            .get_parameters()
-            .rtp_parameters
+        let params = &sender.get_parameters().rtp_parameters;
+        let payload_type = params
             .codecs
             .iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
             .map(|c| c.payload_type);
+        let extension = |uri: &str| {
+            params
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .map(|e| e.id as u8)
+        };
+        let (mid_id, rid_id) = (extension(MID_URI), extension(RID_URI));
         let Some(payload_type) = payload_type else {
             return false;
         };
-        for mut packet in self.source.next_frame_at(stamp_clock(self.start, now)) {
-            packet.header.ssrc = self.ssrc;
-            packet.header.payload_type = payload_type;
-            if let Some(stamp) = parse_vp8(&packet.payload) {
-                self.sent.push(SentPacket {
-                    counter: stamp.counter,
-                    timestamp: packet.header.timestamp,
-                    at: now,
-                });
+        let stamp_time = stamp_clock(self.start, now);
+        for e in &mut self.encodings {
+            for mut packet in e.source.next_frame_at(stamp_time) {
+                packet.header.ssrc = e.ssrc;
+                packet.header.payload_type = payload_type;
+                if let (Some(rid), Some(mid_id), Some(rid_id)) = (&e.rid, mid_id, rid_id) {
+                    // Simulcast layers name themselves; the one transceiver has mid "0".
+                    let _ = packet
+                        .header
+                        .set_extension(mid_id, Bytes::from_static(b"0"));
+                    let _ = packet
+                        .header
+                        .set_extension(rid_id, Bytes::copy_from_slice(rid.as_bytes()));
+                }
+                if let Some(stamp) = parse_vp8(&packet.payload) {
+                    self.sent.push(SentPacket {
+                        ssrc: e.ssrc,
+                        counter: stamp.counter,
+                        timestamp: packet.header.timestamp,
+                        at: now,
+                    });
+                }
+                let _ = sender.write_rtp(now, packet);
             }
-            let _ = sender.write_rtp(now, packet);
         }
         true
+    }
+
+    /// The packets sent on one encoding.
+    pub fn sent_on(&self, ssrc: u32) -> Vec<SentPacket> {
+        self.sent
+            .iter()
+            .filter(|p| p.ssrc == ssrc)
+            .copied()
+            .collect()
     }
 
     /// Reads what the engine delivered: state changes and keyframe requests.
@@ -263,13 +374,26 @@ impl Publisher {
             }
         }
         while let Some(message) = self.peer.pc.poll_read() {
-            if let RTCMessage::RtcpPacket(_, packets) = message.message
-                && packets.iter().any(|p| {
-                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                })
-            {
-                self.keyframe_requests.push(now);
-                self.source.request_keyframe();
+            let RTCMessage::RtcpPacket(_, packets) = message.message else {
+                continue;
+            };
+            for p in packets {
+                let any = p.as_any();
+                let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>()
+                {
+                    vec![pli.media_ssrc]
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    fir.fir.iter().map(|e| e.ssrc).collect()
+                } else {
+                    continue;
+                };
+                for ssrc in ssrcs {
+                    self.keyframe_requests
+                        .push(KeyframeRequest { at: now, ssrc });
+                    if let Some(e) = self.encodings.iter_mut().find(|e| e.ssrc == ssrc) {
+                        e.source.request_keyframe();
+                    }
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use prism_client::synthetic::Vp8Config;
+use prism_server::media::layers::LayerRequest;
 use prism_server::sim::{SimPolicy, SimWorker};
 use prism_server::transport::{ConnEvent, ConnId, SubscribeSpec};
 
@@ -105,8 +106,22 @@ impl World {
     /// the connection is up.
     pub fn add_publisher(&mut self, config: Vp8Config) -> usize {
         let i = self.publishers.len();
-        let mut publisher =
+        let publisher =
             Publisher::new(publisher_addr(i), config, self.now).expect("publisher peer");
+        self.connect_publisher(publisher)
+    }
+
+    /// Connects a simulcast publisher of one VP8 track (`(rid, config)` per layer, lowest
+    /// first).
+    pub fn add_simulcast_publisher(&mut self, layers: Vec<(String, Vp8Config)>) -> usize {
+        let i = self.publishers.len();
+        let publisher = Publisher::simulcast(publisher_addr(i), layers, self.now)
+            .expect("simulcast publisher peer");
+        self.connect_publisher(publisher)
+    }
+
+    fn connect_publisher(&mut self, mut publisher: Publisher) -> usize {
+        let i = self.publishers.len();
         let conn = self.connect(&mut publisher.peer);
         self.publishers.push(publisher);
         self.register(conn, publisher_addr(i), Role::Publisher(i));
@@ -145,16 +160,66 @@ impl World {
         self.touched.push(role);
     }
 
+    /// The track sid subscribers know a publisher's track by.
+    pub fn track_sid(publisher: ConnId, track_id: &str) -> String {
+        format!("TR_{}_{track_id}", publisher.0)
+    }
+
+    /// The server's connection of a publisher or subscriber.
+    pub fn publisher_conn(&self, i: usize) -> Option<ConnId> {
+        self.conn_of.get(&Role::Publisher(i)).copied()
+    }
+
+    pub fn subscriber_conn(&self, i: usize) -> Option<ConnId> {
+        self.conn_of.get(&Role::Subscriber(i)).copied()
+    }
+
+    /// Every published track: (publisher connection, track id).
+    pub fn tracks(&self) -> &[(ConnId, String)] {
+        &self.tracks
+    }
+
+    /// A subscriber's layer request for every track it receives.
+    pub fn request_layer(&mut self, subscriber: usize, request: LayerRequest) {
+        let Some(conn) = self.subscriber_conn(subscriber) else {
+            return;
+        };
+        for (publisher, track_id) in self.tracks.clone() {
+            let sid = Self::track_sid(publisher, &track_id);
+            self.server.request_layer(conn, sid, request, self.now);
+        }
+    }
+
     fn subscribe(&mut self, subscriber: ConnId, publisher: ConnId, track_id: String) {
         let spec = SubscribeSpec {
             subscriber,
             publisher,
-            track_sid: format!("TR_{}_{track_id}", publisher.0),
+            track_sid: Self::track_sid(publisher, &track_id),
             track_id,
             publisher_sid: format!("PA_{}", publisher.0),
             layers: Vec::new(),
         };
         self.server.subscribe(spec, self.now);
+    }
+
+    /// Whether every client's peer connection is up.
+    pub fn all_connected(&self) -> bool {
+        let publishers = self.publishers.iter().map(|p| &p.peer);
+        publishers
+            .chain(self.subscribers.iter().map(|s| &s.peer))
+            .all(|p| p.connected_at.is_some())
+    }
+
+    /// Runs until every client is connected; panics if that takes over `limit`.
+    ///
+    /// Tests impair links after this: rtc 0.21.1's DTLS client never recovers when its last
+    /// flight (5) is lost and the server's retransmitted flight 4 arrives before its own
+    /// retransmission timer fires (`wait()` in rtc-dtls handshaker.rs clears the timer on any
+    /// handshake record, then `Flight5::parse` finds no Finished and the handshake waits with
+    /// no timer, forever).
+    pub fn connect_all(&mut self, limit: Duration) {
+        let connected = self.run_until_true(limit, World::all_connected);
+        assert!(connected, "every client connects within {limit:?}");
     }
 
     pub fn run_for(&mut self, duration: Duration) {
