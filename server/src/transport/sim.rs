@@ -15,24 +15,31 @@ use tokio::sync::{mpsc, oneshot};
 use super::peer::PeerSettings;
 use super::worker::{HOUSEKEEPING, MediaPolicy, Worker};
 use super::{ConnEvent, ConnId, SubscribeSpec, TransportError, WorkerCommand, WorkerStats};
+use crate::config::Config;
 use crate::media::layers::LayerRequest;
 
-/// Events a connection may queue between two drains before the oldest are dropped.
+/// Events a connection may queue between two drains before new ones are dropped.
 const EVENT_QUEUE: usize = 4096;
 
-/// How a simulated worker treats media (the configuration's defaults unless changed).
+/// How a simulated worker treats media and connections (the configuration's defaults unless
+/// changed).
 #[derive(Debug, Clone, Copy)]
 pub struct SimPolicy {
     /// At most one keyframe request per layer this often.
     pub keyframe_interval: Duration,
     pub dynacast: bool,
+    pub ice_disconnected_timeout: Duration,
+    pub ice_failed_timeout: Duration,
 }
 
 impl Default for SimPolicy {
     fn default() -> Self {
+        let config = Config::default();
         Self {
-            keyframe_interval: Duration::from_millis(500),
-            dynacast: true,
+            keyframe_interval: Duration::from_millis(config.room.keyframe_request_interval_ms),
+            dynacast: config.room.dynacast,
+            ice_disconnected_timeout: Duration::from_millis(config.rtc.ice_disconnected_timeout_ms),
+            ice_failed_timeout: Duration::from_millis(config.rtc.ice_failed_timeout_ms),
         }
     }
 }
@@ -52,8 +59,8 @@ impl SimWorker {
     pub fn new(addr: SocketAddr, policy: SimPolicy, start: Instant) -> Self {
         let settings = PeerSettings {
             advertised: vec![addr],
-            ice_disconnected_timeout: Duration::from_secs(5),
-            ice_failed_timeout: Duration::from_secs(30),
+            ice_disconnected_timeout: policy.ice_disconnected_timeout,
+            ice_failed_timeout: policy.ice_failed_timeout,
         };
         let policy = MediaPolicy {
             keyframe_interval: policy.keyframe_interval,
