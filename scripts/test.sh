@@ -19,6 +19,8 @@ apt_install() { # <command> <package>
 # lossy through nftables.
 apt_install ip iproute2
 apt_install nft nftables
+# The metrics test scrapes the server with a real Prometheus.
+apt_install prometheus prometheus
 
 echo "== format"
 cargo fmt --all -- --check
