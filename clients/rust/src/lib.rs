@@ -76,25 +76,29 @@ pub mod control;
 mod data;
 mod error;
 mod events;
+mod layers;
 mod negotiation;
+mod remote;
 mod room;
 mod rtcp;
 mod signaling;
 mod state;
+mod subscriber;
 pub mod synthetic;
 mod track;
 
 pub use data::{DataOptions, MAX_DATA_PAYLOAD};
 pub use error::{ClientError, Result};
 pub use events::{ConnectionState, RoomEvent, RoomEvents};
+pub use layers::{LayerState, SimulcastLayer, StreamState, TrackSettings};
 /// Access tokens: build one for a participant (or an admin) with [`AccessToken`]. The same
 /// implementation the server verifies them with.
 pub use prism_proto::auth::{AccessToken, AuthError, Grants};
+/// Simulcast quality a subscriber asks for (re-exported from `prism-proto`).
+pub use prism_proto::signal::VideoQuality;
+pub use remote::{RemoteTrack, SenderReportTime};
 pub use room::{ConnectOptions, Room};
-pub use track::{
-    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, SenderReportTime, TrackKind,
-    TrackOptions,
-};
+pub use track::{Codec, KeyframeRequest, KeyframeRequests, LocalTrack, TrackKind, TrackOptions};
 
 /// The signaling message types the SDK speaks (re-exported from `prism-proto`).
 pub use prism_proto::signal as proto;
