@@ -192,6 +192,9 @@ pub struct RoomConfig {
     pub join_timeout_secs: u64,
     /// At most one keyframe request per layer this often. Default 500 ms.
     pub keyframe_request_interval_ms: u64,
+    /// Dynacast: simulcast layers no subscriber needs are paused at the publisher (the client
+    /// is told through signaling). Default true.
+    pub dynacast: bool,
 }
 
 /// The demo conference page and its token endpoint.
@@ -262,6 +265,7 @@ impl Default for RoomConfig {
             max_participants: 0,
             join_timeout_secs: 20,
             keyframe_request_interval_ms: 500,
+            dynacast: true,
         }
     }
 }

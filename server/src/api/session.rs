@@ -383,6 +383,36 @@ impl Session {
                 self.room.speaker_changed(&self.sid, level, active);
                 None
             }
+            ConnEvent::StreamState {
+                track_sid,
+                paused,
+                rid,
+                rank,
+                layers,
+                width,
+                height,
+            } => Some(Resp::StreamState(pb::StreamStateUpdate {
+                track_sid,
+                state: if paused {
+                    pb::stream_state_update::State::Paused
+                } else {
+                    pb::stream_state_update::State::Active
+                } as i32,
+                rid,
+                quality: quality_of_rank(rank, layers) as i32,
+                width,
+                height,
+            })),
+            ConnEvent::SubscribedLayers { track_id, layers } => {
+                let track_sid = self.room.track_sid_of(&self.sid, &track_id)?;
+                Some(Resp::SubscribedLayers(pb::SubscribedLayersUpdate {
+                    track_sid,
+                    layers: layers
+                        .into_iter()
+                        .map(|(rid, active)| pb::LayerActivity { rid, active })
+                        .collect(),
+                }))
+            }
             ConnEvent::Unsubscribed { track_sid } => {
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
@@ -463,6 +493,18 @@ fn sends_media(sdp: &str) -> bool {
         }
     }
     false
+}
+
+/// A layer's quality from its rank among `layers` (a track without simulcast is HIGH: its one
+/// layer is the best there is).
+fn quality_of_rank(rank: usize, layers: usize) -> pb::VideoQuality {
+    if rank + 1 >= layers {
+        pb::VideoQuality::High
+    } else if rank == 0 {
+        pb::VideoQuality::Low
+    } else {
+        pb::VideoQuality::Medium
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,11 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use rtc::rtcp::sender_report::SenderReport;
 
+use super::codec::vp8::Vp8Descriptor;
 use super::extensions::ExtensionMap;
+use super::layers::LayerRequest;
 use super::munger::{IncomingPacket, MungeOutcome, RtpMunger};
+use super::picture_id::PictureIdRewriter;
 use super::reports::{SenderClock, ntp_middle, round_trip};
 use super::{DownTrackId, ReceiverId};
 
@@ -41,6 +44,18 @@ pub struct DownTrack {
     pub next_sender_report: Option<Instant>,
     pub last_sender_report: Option<(u32, Instant)>,
     pub rtt: Option<Duration>,
+    /// What the subscriber asked for (simulcast layer selection).
+    pub request: LayerRequest,
+    /// The stream state last reported to the subscriber.
+    pub reported: Option<StreamReport>,
+    picture_ids: PictureIdRewriter,
+}
+
+/// What a subscriber is told it receives: the layer forwarded, or paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamReport {
+    pub source: Option<u32>,
+    pub paused: bool,
 }
 
 #[derive(Debug)]
@@ -74,6 +89,9 @@ impl DownTrack {
             next_sender_report: None,
             last_sender_report: None,
             rtt: None,
+            request: LayerRequest::default(),
+            reported: None,
+            picture_ids: PictureIdRewriter::default(),
         }
     }
 
@@ -133,11 +151,13 @@ impl DownTrack {
     }
 
     /// The packet this subscriber gets for `src`, or None when it is not forwarded (not yet
-    /// negotiated, another layer, waiting for a keyframe, padding...).
+    /// negotiated, another layer, waiting for a keyframe, padding...). `vp8` is the payload's
+    /// descriptor for VP8 tracks, whose picture IDs are kept continuous across switches.
     pub fn rewrite(
         &mut self,
         src: &rtp::Packet,
         keyframe_start: bool,
+        vp8: Option<&Vp8Descriptor>,
         now: Instant,
     ) -> Option<rtp::Packet> {
         let negotiated = self.negotiated.as_ref()?;
@@ -172,6 +192,13 @@ impl DownTrack {
                 })
             })
             .collect();
+        let payload = match vp8 {
+            Some(desc) => {
+                self.picture_ids
+                    .rewrite(self.munger.segments_started(), desc, &src.payload)
+            }
+            None => src.payload.clone(),
+        };
         self.packets_sent += 1;
         self.bytes_sent += src.payload.len() as u64;
         Some(rtp::Packet {
@@ -189,7 +216,7 @@ impl DownTrack {
                 extensions,
                 extensions_padding: 0,
             },
-            payload: src.payload.clone(),
+            payload,
         })
     }
 }

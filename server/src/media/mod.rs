@@ -6,7 +6,9 @@ pub mod audio_level;
 pub mod codec;
 pub mod down_track;
 pub mod extensions;
+pub mod layers;
 pub mod munger;
+pub mod picture_id;
 pub mod receiver;
 pub mod reports;
 

@@ -207,6 +207,8 @@ pub struct RtpMunger {
     /// Highest extended output number forwarded and its timestamp.
     last: Option<(u64, u32)>,
     newest_ts: Option<TsMark>,
+    /// Segments started so far; a rewriter of codec fields (picture IDs) re-bases on a change.
+    segments_started: u64,
 }
 
 impl RtpMunger {
@@ -232,7 +234,14 @@ impl RtpMunger {
             next_out: EXT_BASE + u64::from(initial_seq),
             last: None,
             newest_ts: None,
+            segments_started: 0,
         }
+    }
+
+    /// How many segments (starts, switches, resumes) have begun; the packet just forwarded
+    /// belongs to the latest.
+    pub fn segments_started(&self) -> u64 {
+        self.segments_started
     }
 
     /// Decides the fate of one incoming packet and, when forwarded, its output header values.
@@ -395,6 +404,7 @@ impl RtpMunger {
         });
         self.last_ts_offset = Some((pkt.source, ts_offset));
         self.target = None;
+        self.segments_started += 1;
         self.forward(out, pkt.timestamp.wrapping_add(ts_offset), pkt.arrival)
     }
 

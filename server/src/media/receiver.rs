@@ -10,6 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 
 use super::audio_level::AudioLevelTap;
 use super::codec::Codec;
+use super::layers::LayerSize;
 use super::reports::SenderClock;
 use super::{DownTrackId, ReceiverId};
 use crate::transport::ConnId;
@@ -38,17 +39,23 @@ pub const LAYER_STALE: Duration = Duration::from_millis(500);
 /// publisher toggles does not drag subscribers through a keyframe wait each time.
 pub const LAYER_SETTLE: Duration = Duration::from_secs(1);
 
-/// Simulcast layers by quality: RIDs f > h > q > anything else.
-fn layer_rank(l: &Layer) -> u8 {
-    match l.rid.as_deref() {
-        Some("f") => 3,
-        Some("h") => 2,
-        Some("q") => 1,
-        _ => 0,
+/// The usual simulcast RIDs, lowest first.
+fn name_rank(rid: &str) -> Option<u8> {
+    match rid {
+        "q" => Some(0),
+        "h" => Some(1),
+        "f" => Some(2),
+        _ => None,
     }
 }
 
 impl Layer {
+    /// Media arrived within [`LAYER_STALE`].
+    pub fn arriving(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
+    }
+
     /// A media packet (not padding) of this layer arrived.
     pub fn saw_media(&mut self, now: Instant) {
         let paused = self
@@ -84,6 +91,29 @@ pub struct Receiver {
     /// Active speaker detection, for audio tracks whose publisher sends audio levels.
     pub audio_level: Option<AudioLevelTap>,
     keyframe_interval: Duration,
+    /// RIDs lowest quality first (empty without simulcast), and their declared sizes.
+    rid_order: Vec<String>,
+    sizes: Vec<LayerSize>,
+    /// RIDs in the publisher's SDP order, and the layers it declared when publishing.
+    sdp_rids: Vec<String>,
+    declared: Vec<DeclaredLayer>,
+    pub dynacast: Dynacast,
+}
+
+/// A simulcast layer as the publisher declared it (AddTrackRequest.layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredLayer {
+    pub rid: String,
+    pub size: LayerSize,
+}
+
+/// What the publisher was last told to send (dynacast).
+#[derive(Debug, Default)]
+pub struct Dynacast {
+    /// The highest rank it was told to keep; None: never told, so it sends them all.
+    pub told: Option<usize>,
+    /// Since when fewer layers have been needed than it was told (changes down are debounced).
+    pub lower_since: Option<Instant>,
 }
 
 impl Receiver {
@@ -115,6 +145,11 @@ impl Receiver {
             layers: Vec::new(),
             subscribers: Vec::new(),
             keyframe_interval,
+            rid_order: Vec::new(),
+            sizes: vec![LayerSize::default()],
+            sdp_rids: Vec::new(),
+            declared: Vec::new(),
+            dynacast: Dynacast::default(),
         }
     }
 
@@ -124,6 +159,12 @@ impl Receiver {
 
     pub fn add_layer(&mut self, ssrc: u32, rid: Option<String>) {
         if self.layer(ssrc).is_none() {
+            if let Some(rid) = &rid
+                && !self.sdp_rids.contains(rid)
+            {
+                self.sdp_rids.push(rid.clone());
+                self.order_layers();
+            }
             self.layers.push(Layer {
                 ssrc,
                 rid,
@@ -145,51 +186,108 @@ impl Receiver {
         self.layers.iter_mut().find(|l| l.ssrc == ssrc)
     }
 
-    /// The layer a subscriber gets until per-subscriber layer selection exists: the best one
-    /// the publisher sends (RIDs f > h > q, else the last to start).
-    pub fn preferred_layer(&self) -> Option<u32> {
-        self.layers
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, l)| (layer_rank(l), *i))
-            .map(|(_, l)| l.ssrc)
+    /// The RIDs of the publisher's SDP, in its order (the engine's receive codings).
+    pub fn set_sdp_rids(&mut self, rids: Vec<String>) {
+        if rids != self.sdp_rids {
+            self.sdp_rids = rids;
+            self.order_layers();
+        }
     }
 
-    /// The layer a subscriber now on `current` should follow: `current` while it keeps
-    /// arriving, unless a better layer has been arriving for [`LAYER_SETTLE`]; once `current`
-    /// stops (no media for [`LAYER_STALE`]), the best layer arriving at all; with nothing
-    /// arriving, the best one. A stopgap until per-subscriber layer selection (issue 4):
-    /// without it, subscribers froze whenever a browser paused its top layer.
-    pub fn layer_to_follow(&self, current: Option<u32>, now: Instant) -> Option<u32> {
-        let arriving = |l: &Layer| {
-            l.last_packet
-                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE)
+    /// The layers the publisher declared, with their sizes.
+    pub fn declare(&mut self, declared: Vec<DeclaredLayer>) {
+        if declared != self.declared {
+            self.declared = declared;
+            self.order_layers();
+        }
+    }
+
+    /// Ranks the RIDs: by declared width when every layer has one, else by the usual names
+    /// (q < h < f), else in SDP order.
+    fn order_layers(&mut self) {
+        let width = |rid: &str| {
+            self.declared
+                .iter()
+                .find(|d| d.rid == rid)
+                .map_or(0, |d| d.size.width)
         };
-        let settled = |l: &Layer| {
-            arriving(l)
-                && l.live_since
-                    .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SETTLE)
-        };
-        let best = |keep: &dyn Fn(&Layer) -> bool| {
-            self.layers
+        let mut order = self.sdp_rids.clone();
+        if order.iter().all(|r| width(r) > 0) {
+            order.sort_by_key(|r| width(r));
+        } else if order.iter().all(|r| name_rank(r).is_some()) {
+            order.sort_by_key(|r| name_rank(r));
+        }
+        self.sizes = order
+            .iter()
+            .map(|rid| {
+                self.declared
+                    .iter()
+                    .find(|d| &d.rid == rid)
+                    .map(|d| d.size)
+                    .unwrap_or_default()
+            })
+            .collect();
+        if self.sizes.is_empty() {
+            self.sizes
+                .push(self.declared.first().map(|d| d.size).unwrap_or_default());
+        }
+        self.rid_order = order;
+    }
+
+    /// More than one layer, each named by a RID.
+    pub fn is_simulcast(&self) -> bool {
+        self.rid_order.len() > 1
+    }
+
+    /// Declared size per rank, lowest first; one entry without simulcast.
+    pub fn sizes(&self) -> &[LayerSize] {
+        &self.sizes
+    }
+
+    pub fn rank_count(&self) -> usize {
+        self.sizes.len()
+    }
+
+    /// RIDs lowest first (empty without simulcast).
+    pub fn rids(&self) -> &[String] {
+        &self.rid_order
+    }
+
+    pub fn rank_of(&self, ssrc: u32) -> Option<usize> {
+        let layer = self.layer(ssrc)?;
+        match &layer.rid {
+            Some(rid) => self.rid_order.iter().position(|r| r == rid),
+            None => Some(0),
+        }
+    }
+
+    /// The incoming stream of `rank`. Without simulcast the one that arrived last, since a
+    /// publisher may replace its SSRC.
+    pub fn layer_at(&self, rank: usize) -> Option<&Layer> {
+        match self.rid_order.get(rank) {
+            Some(rid) => self.layers.iter().find(|l| l.rid.as_ref() == Some(rid)),
+            None if rank == 0 => self
+                .layers
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| keep(l))
-                .max_by_key(|(i, l)| (layer_rank(l), *i))
-                .map(|(_, l)| l)
-        };
-        match current
-            .and_then(|ssrc| self.layer(ssrc))
-            .filter(|l| arriving(l))
-        {
-            Some(current) => Some(
-                best(&|l: &Layer| settled(l) && layer_rank(l) > layer_rank(current))
-                    .map_or(current.ssrc, |l| l.ssrc),
-            ),
-            None => best(&arriving)
-                .map(|l| l.ssrc)
-                .or_else(|| self.preferred_layer()),
+                .max_by_key(|(i, l)| (l.last_packet, *i))
+                .map(|(_, l)| l),
+            None => None,
         }
+    }
+
+    /// Whether `rank` is arriving now (media within [`LAYER_STALE`]).
+    pub fn arriving(&self, rank: usize, now: Instant) -> bool {
+        self.layer_at(rank).is_some_and(|l| l.arriving(now))
+    }
+
+    /// Whether `rank` has kept arriving for [`LAYER_SETTLE`].
+    pub fn settled(&self, rank: usize, now: Instant) -> bool {
+        self.layer_at(rank).is_some_and(|l| {
+            l.arriving(now)
+                && l.live_since
+                    .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SETTLE)
+        })
     }
 
     /// Whether a keyframe may be requested for `ssrc` now; records the request if so. One
@@ -249,55 +347,76 @@ mod tests {
         assert!(!r.allow_keyframe_request(99, t0));
     }
 
-    #[test]
-    fn follows_the_best_layer_still_arriving() {
-        let mut r = receiver();
-        r.add_layer(1, Some("q".into()));
-        r.add_layer(2, Some("h".into()));
-        r.add_layer(3, Some("f".into()));
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        // Nothing arrived yet: the best declared layer.
-        assert_eq!(r.layer_to_follow(None, t0), Some(3));
-        // q and h arrive: h, the best arriving, even before it settled.
-        let feed = |r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant| {
-            let mut t = from;
-            while t <= to {
-                for ssrc in ssrcs {
-                    r.layer_mut(*ssrc).unwrap().saw_media(t);
-                }
-                t += ms(33);
+    fn feed(r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant) {
+        let mut t = from;
+        while t <= to {
+            for ssrc in ssrcs {
+                r.layer_mut(*ssrc).unwrap().saw_media(t);
             }
-        };
-        feed(&mut r, &[1, 2], t0, t0 + ms(100));
-        assert_eq!(r.layer_to_follow(None, t0 + ms(100)), Some(2));
-        assert_eq!(
-            r.layer_to_follow(Some(1), t0 + ms(100)),
-            Some(1),
-            "h has not settled"
-        );
-        // f starts: followed only once it has kept arriving for LAYER_SETTLE.
-        feed(&mut r, &[1, 2, 3], t0 + ms(133), t0 + ms(1000));
-        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1000)), Some(2));
-        feed(&mut r, &[1, 2, 3], t0 + ms(1033), t0 + ms(1200));
-        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(1200)), Some(3));
-        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1200)), Some(3));
-        // The publisher pauses f: back to h once f is stale.
-        feed(&mut r, &[1, 2], t0 + ms(1233), t0 + ms(1800));
-        assert_eq!(r.layer_to_follow(Some(3), t0 + ms(1800)), Some(2));
-        // f resumes: it has to settle again.
-        feed(&mut r, &[1, 2, 3], t0 + ms(1833), t0 + ms(2500));
-        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2500)), Some(2));
-        feed(&mut r, &[1, 2, 3], t0 + ms(2533), t0 + ms(2900));
-        assert_eq!(r.layer_to_follow(Some(2), t0 + ms(2900)), Some(3));
+            t += Duration::from_millis(33);
+        }
     }
 
     #[test]
-    fn prefers_the_full_layer() {
+    fn orders_layers_by_declared_width_then_names_then_sdp() {
         let mut r = receiver();
-        r.add_layer(1, Some("q".into()));
+        r.set_sdp_rids(vec!["f".into(), "h".into(), "q".into()]);
+        assert_eq!(r.rids(), ["q", "h", "f"], "the usual names");
+        r.set_sdp_rids(vec!["hi".into(), "lo".into()]);
+        assert_eq!(r.rids(), ["hi", "lo"], "unknown names: SDP order");
+        let declare = |rid: &str, width| DeclaredLayer {
+            rid: rid.into(),
+            size: LayerSize {
+                width,
+                height: width * 9 / 16,
+            },
+        };
+        r.declare(vec![declare("hi", 1280), declare("lo", 320)]);
+        assert_eq!(r.rids(), ["lo", "hi"], "declared widths");
+        assert_eq!(r.sizes()[1].width, 1280);
+        assert!(r.is_simulcast());
+    }
+
+    #[test]
+    fn ranks_and_liveness() {
+        let mut r = receiver();
+        r.set_sdp_rids(vec!["q".into(), "h".into(), "f".into()]);
         r.add_layer(3, Some("f".into()));
-        r.add_layer(2, Some("h".into()));
-        assert_eq!(r.preferred_layer(), Some(3));
+        r.add_layer(1, Some("q".into()));
+        assert_eq!(r.rank_of(3), Some(2));
+        assert_eq!(r.rank_of(1), Some(0));
+        assert_eq!(r.layer_at(1).map(|l| l.ssrc), None, "h not seen yet");
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        feed(&mut r, &[1, 3], t0, t0 + ms(500));
+        assert!(r.arriving(2, t0 + ms(600)));
+        assert!(!r.settled(2, t0 + ms(600)));
+        feed(&mut r, &[1, 3], t0 + ms(533), t0 + ms(1100));
+        assert!(r.settled(2, t0 + ms(1100)));
+        // f stops: stale after LAYER_STALE, and settling starts over when it resumes.
+        feed(&mut r, &[1], t0 + ms(1133), t0 + ms(1800));
+        assert!(!r.arriving(2, t0 + ms(1800)));
+        feed(&mut r, &[1, 3], t0 + ms(1833), t0 + ms(2000));
+        assert!(r.arriving(2, t0 + ms(2000)));
+        assert!(!r.settled(2, t0 + ms(2000)));
+    }
+
+    #[test]
+    fn a_plain_track_follows_its_newest_ssrc() {
+        let mut r = receiver();
+        r.add_layer(10, None);
+        r.add_layer(20, None);
+        assert!(!r.is_simulcast());
+        assert_eq!(r.rank_count(), 1);
+        let t0 = Instant::now();
+        feed(&mut r, &[10], t0, t0);
+        assert_eq!(r.layer_at(0).map(|l| l.ssrc), Some(10));
+        feed(
+            &mut r,
+            &[20],
+            t0 + Duration::from_millis(50),
+            t0 + Duration::from_millis(50),
+        );
+        assert_eq!(r.layer_at(0).map(|l| l.ssrc), Some(20));
     }
 }

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use super::events::{self, EventBus};
 use super::member::{JoinSpec, Member};
 use super::{RoomError, RoomSettings, new_sid, unix_now};
+use crate::media::layers::{LayerRequest, LayerSize};
+use crate::media::receiver::DeclaredLayer;
 use crate::transport::{ConnId, MediaKind, SubscribeSpec, WorkerHandle};
 
 pub(super) struct Publication {
@@ -711,8 +713,8 @@ impl Room {
         Ok(())
     }
 
-    /// A subscriber says how it shows a subscribed track. Stored on the subscription for layer
-    /// selection, which does not act on it yet.
+    /// A subscriber says how it shows a subscribed track: stored on the subscription and
+    /// handed to the worker, which picks the simulcast layer from it.
     pub fn update_track_settings(
         &self,
         participant_sid: &str,
@@ -733,8 +735,27 @@ impl Room {
             ..
         } = m;
         track_settings.retain(|sid, _| subscriptions.contains(sid));
+        let request = LayerRequest::from_settings(
+            settings.quality,
+            settings.width,
+            settings.height,
+            settings.paused,
+        );
+        let track_sid = settings.track_sid.clone();
         track_settings.insert(settings.track_sid.clone(), settings);
-        Ok(())
+        let conn = m.conn;
+        self.worker
+            .request_layer(conn, track_sid, request)
+            .map_err(|e| RoomError::Transport(e.to_string()))
+    }
+
+    /// The sid of the track `participant_sid` publishes as `track_id` (its msid track id).
+    pub fn track_sid_of(&self, participant_sid: &str, track_id: &str) -> Option<String> {
+        let s = self.lock();
+        s.publications
+            .iter()
+            .find(|(_, p)| p.publisher_sid == participant_sid && p.track_id == track_id)
+            .map(|(sid, _)| sid.clone())
     }
 
     /// The latest settings a subscriber sent for a track, if it is subscribed.
@@ -791,6 +812,7 @@ impl Room {
             track_id: p.track_id.clone(),
             track_sid: track_sid.to_owned(),
             publisher_sid: publisher_sid.clone(),
+            layers: declared_layers(&p.info.layers),
         };
         let Some(m) = s.members.get_mut(subscriber_sid) else {
             return;
@@ -811,4 +833,19 @@ impl Room {
             })));
         }
     }
+}
+
+/// The layers a publisher declared, as the worker ranks them (those with a RID).
+fn declared_layers(layers: &[pb::VideoLayer]) -> Vec<DeclaredLayer> {
+    layers
+        .iter()
+        .filter(|l| !l.rid.is_empty())
+        .map(|l| DeclaredLayer {
+            rid: l.rid.clone(),
+            size: LayerSize {
+                width: l.width,
+                height: l.height,
+            },
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{ConnEvent, ConnId};
 use crate::media::down_track::DownTrack;
+use crate::media::layers::LayerRequest;
 use crate::media::{DownTrackId, ReceiverId};
 
 pub(crate) struct Connection {
@@ -26,6 +27,9 @@ pub(crate) struct Connection {
     /// Tracks it subscribes to.
     pub down_tracks: HashMap<DownTrackId, DownTrack>,
     pub down_track_by_sid: HashMap<String, DownTrackId>,
+    /// The subscriber's layer requests by track sid, kept here too so a request made before
+    /// its down track exists (media not arriving yet) applies when it is created.
+    pub layer_requests: HashMap<String, LayerRequest>,
     pub deadline: Option<Instant>,
     pub dirty: bool,
     pub connected: bool,
@@ -68,6 +72,7 @@ impl Connection {
             published: HashMap::new(),
             down_tracks: HashMap::new(),
             down_track_by_sid: HashMap::new(),
+            layer_requests: HashMap::new(),
             deadline: None,
             dirty: true,
             connected: false,

@@ -19,6 +19,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
+use crate::media::layers::LayerRequest;
+use crate::media::receiver::DeclaredLayer;
 pub use worker::{WorkerSnapshot, WorkerStats};
 
 /// A peer connection, unique in the process.
@@ -113,6 +115,24 @@ pub enum ConnEvent {
         level: f32,
         active: bool,
     },
+    /// To a subscriber: what it now receives of a video track (the layer switched, or the
+    /// track paused or resumed).
+    StreamState {
+        track_sid: String,
+        paused: bool,
+        /// The layer forwarded: its RID ("" without simulcast), rank among `layers` (0 =
+        /// lowest) and declared size.
+        rid: String,
+        rank: usize,
+        layers: usize,
+        width: u32,
+        height: u32,
+    },
+    /// To a publisher (dynacast): which layers of its track some subscriber needs.
+    SubscribedLayers {
+        track_id: String,
+        layers: Vec<(String, bool)>,
+    },
 }
 
 /// Asks a worker to do something with its connections.
@@ -145,6 +165,12 @@ pub(crate) enum WorkerCommand {
         subscriber: ConnId,
         track_sid: String,
     },
+    /// A subscriber's layer request for one of its subscribed tracks.
+    LayerRequest {
+        subscriber: ConnId,
+        track_sid: String,
+        request: LayerRequest,
+    },
     Unpublish {
         publisher: ConnId,
         track_id: String,
@@ -172,6 +198,8 @@ pub struct SubscribeSpec {
     pub track_id: String,
     pub track_sid: String,
     pub publisher_sid: String,
+    /// The simulcast layers the publisher declared (empty when it declared none).
+    pub layers: Vec<DeclaredLayer>,
 }
 
 /// The way into one worker. Cheap to clone.
@@ -270,6 +298,19 @@ impl WorkerHandle {
         })
     }
 
+    pub fn request_layer(
+        &self,
+        subscriber: ConnId,
+        track_sid: String,
+        request: LayerRequest,
+    ) -> Result<(), TransportError> {
+        self.post(WorkerCommand::LayerRequest {
+            subscriber,
+            track_sid,
+            request,
+        })
+    }
+
     pub fn unpublish(&self, publisher: ConnId, track_id: String) -> Result<(), TransportError> {
         self.post(WorkerCommand::Unpublish {
             publisher,
@@ -345,7 +386,12 @@ impl Transport {
                 settings,
                 config.rtc.socket_recv_buffer,
                 config.rtc.socket_send_buffer,
-                Duration::from_millis(config.room.keyframe_request_interval_ms),
+                worker::MediaPolicy {
+                    keyframe_interval: Duration::from_millis(
+                        config.room.keyframe_request_interval_ms,
+                    ),
+                    dynacast: config.room.dynacast,
+                },
             )?;
             workers.push(handle);
             threads.push(thread);

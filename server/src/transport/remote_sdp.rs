@@ -86,7 +86,12 @@ a=ssrc:2 cname:x\r\n";
         assert!(!out.contains("video-track"));
         assert!(!out.contains("a=ssrc:1 "));
         assert!(!out.contains("a=ssrc-group:SIM"));
-        for kept in ["a=rid:q send", "a=rid:h send", "a=simulcast:send q;h", "a=mid:1"] {
+        for kept in [
+            "a=rid:q send",
+            "a=rid:h send",
+            "a=simulcast:send q;h",
+            "a=mid:1",
+        ] {
             assert!(out.contains(kept), "{kept} kept");
         }
         assert!(out.starts_with("v=0\r\n"));
@@ -100,10 +105,18 @@ a=ssrc:2 cname:x\r\n";
 
     #[test]
     fn malformed_input_passes_through() {
-        for sdp in ["", "garbage", "m=video\na=rid:q send\na=msid:\n", "a=msid:s t\n"] {
+        for sdp in [
+            "",
+            "garbage",
+            "m=video\na=rid:q send\na=msid:\n",
+            "a=msid:s t\n",
+        ] {
             let out = keep_simulcast_bindings(sdp, |_| true);
             assert!(out.len() <= sdp.len());
         }
-        assert_eq!(keep_simulcast_bindings("a=msid:s t\n", |_| true), "a=msid:s t\n");
+        assert_eq!(
+            keep_simulcast_bindings("a=msid:s t\n", |_| true),
+            "a=msid:s t\n"
+        );
     }
 }

@@ -40,7 +40,7 @@ use super::{
     ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
     WorkerHandle,
 };
-use crate::media::codec;
+use crate::media::codec::{self, vp8::Vp8Descriptor};
 use crate::media::down_track::{DownTrack, Negotiated};
 use crate::media::extensions::ExtensionMap;
 use crate::media::munger::RtpMunger;
@@ -102,13 +102,25 @@ const MAX_DATAGRAMS_PER_WAKE: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const COUNTERS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+#[path = "worker_simulcast.rs"]
+mod simulcast;
+
+/// How a worker treats media, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MediaPolicy {
+    /// At most one keyframe request per layer this often.
+    pub keyframe_interval: Duration,
+    /// Pause simulcast layers no subscriber needs at the publisher.
+    pub dynacast: bool,
+}
+
 pub(super) fn spawn(
     index: usize,
     bind: SocketAddr,
     mut settings: PeerSettings,
     recv_buffer: usize,
     send_buffer: usize,
-    keyframe_interval: Duration,
+    policy: MediaPolicy,
 ) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), TransportError> {
     let socket = udp::bind(bind, recv_buffer, send_buffer)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
@@ -149,7 +161,7 @@ pub(super) fn spawn(
                     }
                 };
                 tracing::info!(worker = index, %bound, advertised = ?settings.advertised, "media worker started");
-                Worker::new(index, socket, local_addr, settings, keyframe_interval, stats)
+                Worker::new(index, socket, local_addr, settings, policy, stats)
                     .run(rx)
                     .await;
             });
@@ -164,7 +176,7 @@ struct Worker {
     /// The address connections see as theirs (an advertised candidate address).
     local_addr: SocketAddr,
     settings: PeerSettings,
-    keyframe_interval: Duration,
+    policy: MediaPolicy,
     stats: Arc<WorkerStats>,
     conns: HashMap<ConnId, Connection>,
     by_ufrag: HashMap<String, ConnId>,
@@ -190,7 +202,7 @@ impl Worker {
         socket: UdpSocket,
         local_addr: SocketAddr,
         settings: PeerSettings,
-        keyframe_interval: Duration,
+        policy: MediaPolicy,
         stats: Arc<WorkerStats>,
     ) -> Self {
         Self {
@@ -198,7 +210,7 @@ impl Worker {
             socket,
             local_addr,
             settings,
-            keyframe_interval,
+            policy,
             stats,
             conns: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -251,8 +263,12 @@ impl Worker {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
-                    self.follow_live_layers(now);
+                    self.select_layers(now);
                     self.request_pending_keyframes(now);
+                    self.report_stream_states();
+                    if self.policy.dynacast {
+                        self.update_dynacast(now);
+                    }
                     self.send_sender_reports(now);
                     if now >= next_counters_log {
                         next_counters_log = now + COUNTERS_LOG_INTERVAL;
@@ -564,6 +580,13 @@ impl Worker {
                 };
                 let kind = rtp_receiver.track().kind();
                 let codec = rtp_receiver.track().codec(init.ssrc).cloned();
+                let sdp_rids: Vec<String> = rtp_receiver
+                    .track()
+                    .codings()
+                    .iter()
+                    .map(|c| c.rtp_coding_parameters.rid.clone())
+                    .filter(|rid| !rid.is_empty())
+                    .collect();
                 let params = rtp_receiver.get_parameters().rtp_parameters.clone();
                 let Some(codec) =
                     codec.or_else(|| params.codecs.first().map(|c| c.rtp_codec.clone()))
@@ -571,7 +594,7 @@ impl Worker {
                     tracing::warn!(conn = id.0, track = %init.track_id, "track opened without a codec");
                     return;
                 };
-                let receiver = Receiver::new(
+                let mut receiver = Receiver::new(
                     rid,
                     id,
                     init.track_id.clone(),
@@ -579,8 +602,9 @@ impl Worker {
                     kind,
                     codec,
                     params.header_extensions,
-                    self.keyframe_interval,
+                    self.policy.keyframe_interval,
                 );
+                receiver.set_sdp_rids(sdp_rids);
                 c.published.insert(init.track_id.clone(), rid);
                 self.receivers.insert(rid, receiver);
                 (rid, true)
@@ -603,8 +627,8 @@ impl Worker {
             first_layer,
         };
         tracing::debug!(conn = id.0, track = %init.track_id, ssrc = init.ssrc, rid = ?init.rid, "track layer opened");
-        // A better layer that started is followed by `follow_live_layers` once it has kept
-        // arriving for a moment (this event also repeats on every renegotiation).
+        // Layers are picked per subscriber by `select_layers` (this event also repeats on
+        // every renegotiation).
         if let Some(c) = self.conns.get(&id) {
             c.emit(event);
         }
@@ -653,8 +677,16 @@ impl Worker {
                 active: report.active,
             });
         }
-        let keyframe =
-            !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload);
+        let vp8 = match receiver.codec {
+            codec::Codec::Vp8 => Vp8Descriptor::parse(&packet.payload).ok(),
+            _ => None,
+        };
+        let keyframe = match &vp8 {
+            Some(d) => d.is_keyframe_start(),
+            None => {
+                !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload)
+            }
+        };
         for s in &receiver.subscribers {
             let Some(c) = self.conns.get_mut(&s.conn) else {
                 continue;
@@ -667,7 +699,7 @@ impl Worker {
             let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
                 continue;
             };
-            let Some(out) = dt.rewrite(&packet, keyframe, now) else {
+            let Some(out) = dt.rewrite(&packet, keyframe, vp8.as_ref(), now) else {
                 continue;
             };
             let sender = dt.sender;
@@ -829,30 +861,6 @@ impl Worker {
             }
         }
         self.mark_dirty(publisher);
-    }
-
-    /// Moves subscribers of simulcast tracks off layers the publisher paused and onto better
-    /// ones that settled (see `Receiver::layer_to_follow`); a move completes at the new
-    /// layer's next keyframe, which the pending-keyframe pass right after asks for.
-    fn follow_live_layers(&mut self, now: Instant) {
-        for receiver in self.receivers.values() {
-            if receiver.layers.len() < 2 || receiver.subscribers.is_empty() {
-                continue;
-            }
-            for s in &receiver.subscribers {
-                if let Some(dt) = self
-                    .conns
-                    .get_mut(&s.conn)
-                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
-                    && dt.negotiated.is_some()
-                    && let Some(target) = receiver.layer_to_follow(dt.source, now)
-                    && dt.source != Some(target)
-                {
-                    tracing::debug!(conn = s.conn.0, track = %dt.track_sid, from = ?dt.source, to = target, "following a live layer");
-                    dt.set_source(target);
-                }
-            }
-        }
     }
 
     /// Subscribers waiting to start need a keyframe; ask again (throttled) until one comes.
@@ -1019,16 +1027,13 @@ impl Worker {
                 ),
             })
         });
-        let source = receiver.layer_to_follow(None, now);
         let Some(dt) = c.down_tracks.get_mut(&dt_id) else {
             return;
         };
         match negotiated {
             Some(n) => {
                 dt.negotiated = Some(n);
-                if let Some(source) = source {
-                    dt.set_source(source);
-                }
+                let source = simulcast::select_layer(receiver, dt, now);
                 c.emit(ConnEvent::Subscribed { track_sid });
                 if let Some(source) = source {
                     self.request_keyframe(receiver_id, source, now);
@@ -1092,6 +1097,11 @@ impl Worker {
                 }
             }
             WorkerCommand::Subscribe(spec) => self.subscribe(spec),
+            WorkerCommand::LayerRequest {
+                subscriber,
+                track_sid,
+                request,
+            } => self.request_layer(subscriber, track_sid, request),
             WorkerCommand::Unsubscribe {
                 subscriber,
                 track_sid,
@@ -1161,6 +1171,11 @@ impl Worker {
         };
         if c.down_track_by_sid.contains_key(&spec.track_sid) {
             return;
+        }
+        if let Some(r) = receiver_id.and_then(|r| self.receivers.get_mut(&r))
+            && !spec.layers.is_empty()
+        {
+            r.declare(spec.layers.clone());
         }
         let Some(receiver) = receiver_id.and_then(|r| self.receivers.get(&r)) else {
             if self.conns.contains_key(&spec.publisher) {
@@ -1233,7 +1248,7 @@ impl Worker {
             tracing::debug!(conn = spec.subscriber.0, error = %e, "clearing codec preferences");
         }
         let munger = RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, needs_keyframe);
-        let dt = DownTrack::new(
+        let mut dt = DownTrack::new(
             dt_id,
             spec.track_sid.clone(),
             receiver_id,
@@ -1241,6 +1256,9 @@ impl Worker {
             ssrc,
             munger,
         );
+        if let Some(request) = c.layer_requests.get(&spec.track_sid) {
+            dt.request = *request;
+        }
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);
         c.negotiation.needed = true;
@@ -1258,6 +1276,7 @@ impl Worker {
         let Some(c) = self.conns.get_mut(&subscriber) else {
             return;
         };
+        c.layer_requests.remove(track_sid);
         let Some(dt_id) = c.down_track_by_sid.remove(track_sid) else {
             return;
         };

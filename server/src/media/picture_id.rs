@@ -1,0 +1,165 @@
+//! Keeps VP8 picture IDs and TL0PICIDX continuous for one down track across layer switches.
+//!
+//! Each simulcast layer numbers its pictures on its own, so after a switch the subscriber would
+//! see the picture ID jump (libwebrtc's frame reference finder then holds or drops frames it
+//! takes for old). The munger marks where a new segment starts (a keyframe of the new layer);
+//! there the offsets are chosen so the first picture continues one after the newest one sent,
+//! and TL0PICIDX one after its newest. Within a segment the offsets stay fixed, so late and
+//! retransmitted packets keep the numbers of their frame.
+//!
+//! Packets of the first segment go out untouched and share the publisher's payload. After a
+//! switch the descriptor is rewritten in a copy made in a per-down-track buffer, which is
+//! reclaimed once the engine has sent the previous copies, so it does not allocate per packet.
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::vp8::{self, Vp8Descriptor};
+
+const PID_MASK: u16 = 0x7fff;
+const SCRATCH: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub struct PictureIdRewriter {
+    /// The munger segment the offsets were chosen for.
+    segment: u64,
+    pid_offset: u16,
+    tl0_offset: u8,
+    newest_pid: Option<u16>,
+    newest_tl0: Option<u8>,
+    scratch: BytesMut,
+}
+
+impl PictureIdRewriter {
+    /// The payload to send for a packet of munger segment `segment` (see
+    /// `RtpMunger::segments_started`), with its picture ID and TL0PICIDX rewritten when needed.
+    pub fn rewrite(&mut self, segment: u64, desc: &Vp8Descriptor, payload: &Bytes) -> Bytes {
+        if segment != self.segment {
+            self.segment = segment;
+            if let (Some(pid), Some(newest)) = (desc.picture_id, self.newest_pid) {
+                self.pid_offset = newest.wrapping_add(1).wrapping_sub(pid) & PID_MASK;
+            }
+            if let (Some(tl0), Some(newest)) = (desc.tl0picidx, self.newest_tl0) {
+                self.tl0_offset = newest.wrapping_add(1).wrapping_sub(tl0);
+            }
+        }
+        let pid = desc
+            .picture_id
+            .map(|p| p.wrapping_add(self.pid_offset) & PID_MASK);
+        let tl0 = desc.tl0picidx.map(|t| t.wrapping_add(self.tl0_offset));
+        if let Some(pid) = pid
+            && self.newest_pid.is_none_or(|n| pid_newer(pid, n))
+        {
+            self.newest_pid = Some(pid);
+        }
+        if let Some(tl0) = tl0
+            && self
+                .newest_tl0
+                .is_none_or(|n| tl0.wrapping_sub(n) < 128 && tl0 != n)
+        {
+            self.newest_tl0 = Some(tl0);
+        }
+        if self.pid_offset == 0 && self.tl0_offset == 0 {
+            return payload.clone();
+        }
+        if self.scratch.capacity() < payload.len() {
+            // Takes the old allocation back when every copy made from it has been sent.
+            self.scratch.reserve(SCRATCH.max(payload.len()));
+        }
+        self.scratch.extend_from_slice(payload);
+        let mut copy = self.scratch.split();
+        // Cannot fail: the descriptor was parsed from these very bytes.
+        let _ = vp8::write_picture_id_and_tl0(&mut copy, desc, pid.unwrap_or(0), tl0.unwrap_or(0));
+        copy.freeze()
+    }
+}
+
+/// 15-bit serial comparison: `a` comes after `b`.
+fn pid_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b) & PID_MASK;
+    d != 0 && d < 0x4000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 packet with a 15-bit picture ID and TL0PICIDX, keyframe or not.
+    fn packet(pid: u16, tl0: u8, key: bool) -> Bytes {
+        let first = if key { 0x10 } else { 0x11 };
+        Bytes::from(vec![
+            0x90,
+            0xc0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            first,
+            0x00,
+            0x00,
+        ])
+    }
+
+    fn out(r: &mut PictureIdRewriter, segment: u64, p: &Bytes) -> (u16, u8) {
+        let d = Vp8Descriptor::parse(p).unwrap();
+        let o = r.rewrite(segment, &d, p);
+        let od = Vp8Descriptor::parse(&o).unwrap();
+        assert_eq!(o.len(), p.len());
+        assert_eq!(o[5..], p[5..], "only the descriptor changes");
+        (od.picture_id.unwrap(), od.tl0picidx.unwrap())
+    }
+
+    #[test]
+    fn first_segment_is_untouched_and_shared() {
+        let mut r = PictureIdRewriter::default();
+        let p = packet(1000, 7, true);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        let o = r.rewrite(1, &d, &p);
+        assert_eq!(o.as_ptr(), p.as_ptr(), "no copy");
+        assert_eq!(out(&mut r, 1, &packet(1001, 8, false)), (1001, 8));
+    }
+
+    #[test]
+    fn a_switch_continues_both_counters() {
+        let mut r = PictureIdRewriter::default();
+        for i in 0..5 {
+            out(&mut r, 1, &packet(100 + i, 20 + i as u8, i == 0));
+        }
+        // The new layer numbers its pictures far away; output continues at 105 / 25.
+        assert_eq!(out(&mut r, 2, &packet(30_000, 200, true)), (105, 25));
+        assert_eq!(out(&mut r, 2, &packet(30_001, 201, false)), (106, 26));
+        // A late packet of the same frame keeps its number.
+        assert_eq!(out(&mut r, 2, &packet(30_000, 200, false)), (105, 25));
+        // Back down, across the 15-bit wrap of the input.
+        assert_eq!(out(&mut r, 3, &packet(0x7fff, 255, true)), (107, 27));
+        assert_eq!(out(&mut r, 3, &packet(0, 0, false)), (108, 28));
+    }
+
+    #[test]
+    fn output_wraps_at_15_bits() {
+        let mut r = PictureIdRewriter::default();
+        out(&mut r, 1, &packet(0x7ffe, 255, true));
+        assert_eq!(out(&mut r, 2, &packet(10, 3, true)), (0x7fff, 0));
+        assert_eq!(out(&mut r, 2, &packet(11, 4, false)), (0, 1));
+    }
+
+    #[test]
+    fn copies_reuse_the_buffer_once_sent() {
+        let mut r = PictureIdRewriter::default();
+        out(&mut r, 1, &packet(1, 1, true));
+        let p = packet(500, 9, true);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        let first = r.rewrite(2, &d, &p);
+        let first_ptr = first.as_ptr();
+        drop(first);
+        // Enough packets to exhaust the scratch space more than once, each dropped as the
+        // engine would after sending: the allocation is reclaimed, never grown.
+        for _ in 0..10_000 {
+            let _sent = r.rewrite(2, &d, &p);
+        }
+        assert!(
+            r.scratch.capacity() <= 2 * SCRATCH,
+            "{}",
+            r.scratch.capacity()
+        );
+        let _ = first_ptr;
+    }
+}

@@ -1,0 +1,192 @@
+//! The worker's simulcast decisions, each housekeeping tick: which layer every video down track
+//! forwards (`media::layers` decides, the munger switches on the next keyframe), what each
+//! subscriber is told it receives, and which layers each publisher is asked to send
+//! (dynacast).
+
+use std::time::{Duration, Instant};
+
+use super::{ConnEvent, ConnId, Worker};
+use crate::media::down_track::{DownTrack, StreamReport};
+use crate::media::layers::{self, LayerRequest};
+use crate::media::receiver::Receiver;
+
+/// A publisher is asked to stop layers only after they have been unneeded this long, so a
+/// subscriber flipping between sizes does not make its encoder restart layers each time.
+const DYNACAST_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Points `dt` at the layer it should forward now and returns that layer's SSRC if it changed
+/// (the caller asks for a keyframe). Pauses and resumes the munger as the request says.
+pub(super) fn select_layer(r: &Receiver, dt: &mut DownTrack, now: Instant) -> Option<u32> {
+    if !r.is_video() {
+        // Audio has one stream; follow whatever the publisher sends last.
+        let ssrc = r.layer_at(0)?.ssrc;
+        return (dt.source != Some(ssrc)).then(|| {
+            dt.set_source(ssrc);
+            ssrc
+        });
+    }
+    let Some(wanted) = layers::wanted_rank(dt.request, r.sizes()) else {
+        if !dt.munger.is_paused() {
+            dt.munger.pause();
+        }
+        return None;
+    };
+    if dt.munger.is_paused() {
+        dt.munger.resume();
+    }
+    // Moving down, or off a layer that stopped, is immediate; moving up waits until the
+    // better layer has settled, so a layer the publisher toggles does not drag subscribers
+    // through a keyframe wait each time.
+    let current = dt
+        .munger
+        .current_source()
+        .and_then(|ssrc| r.rank_of(ssrc))
+        .filter(|&rank| r.arriving(rank, now));
+    let usable = |rank: usize| {
+        r.arriving(rank, now) && (current.is_none_or(|c| rank <= c) || r.settled(rank, now))
+    };
+    let rank = layers::available_rank(wanted, usable, r.rank_count())
+        // Nothing arriving: wait on the wanted layer (asking it for a keyframe).
+        .or_else(|| dt.source.is_none().then_some(wanted))?;
+    let ssrc = r.layer_at(rank).or_else(|| r.layer_at(0))?.ssrc;
+    (dt.source != Some(ssrc)).then(|| {
+        dt.set_source(ssrc);
+        ssrc
+    })
+}
+
+impl Worker {
+    /// Applies a subscriber's layer request (kept for a down track not created yet).
+    pub(super) fn request_layer(
+        &mut self,
+        subscriber: ConnId,
+        track_sid: String,
+        request: LayerRequest,
+    ) {
+        let Some(c) = self.conns.get_mut(&subscriber) else {
+            return;
+        };
+        if let Some(dt) = c
+            .down_track_by_sid
+            .get(&track_sid)
+            .and_then(|id| c.down_tracks.get_mut(id))
+        {
+            dt.request = request;
+        }
+        c.layer_requests.insert(track_sid, request);
+    }
+
+    /// Re-decides every negotiated video down track's layer.
+    pub(super) fn select_layers(&mut self, now: Instant) {
+        for r in self.receivers.values() {
+            if !r.is_video() {
+                continue;
+            }
+            for s in &r.subscribers {
+                let Some(dt) = self
+                    .conns
+                    .get_mut(&s.conn)
+                    .and_then(|c| c.down_tracks.get_mut(&s.down_track))
+                else {
+                    continue;
+                };
+                if dt.negotiated.is_none() {
+                    continue;
+                }
+                let from = dt.munger.current_source();
+                if let Some(to) = select_layer(r, dt, now) {
+                    tracing::debug!(conn = s.conn.0, track = %dt.track_sid, ?from, to, "switching layer");
+                }
+            }
+        }
+    }
+
+    /// Tells subscribers what they now receive, when it changed: after a switch completed
+    /// (the new layer's keyframe went out) and when a track paused or resumed.
+    pub(super) fn report_stream_states(&mut self) {
+        for r in self.receivers.values() {
+            if !r.is_video() {
+                continue;
+            }
+            for s in &r.subscribers {
+                let Some(c) = self.conns.get_mut(&s.conn) else {
+                    continue;
+                };
+                let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
+                    continue;
+                };
+                if dt.negotiated.is_none() {
+                    continue;
+                }
+                let source = dt.munger.current_source();
+                let report = StreamReport {
+                    source,
+                    paused: dt.munger.is_paused() || source.is_none(),
+                };
+                // Nothing to say before the first packet went out, unless paused on purpose.
+                if dt.reported == Some(report)
+                    || (dt.reported.is_none() && source.is_none() && !dt.munger.is_paused())
+                {
+                    continue;
+                }
+                dt.reported = Some(report);
+                let track_sid = dt.track_sid.clone();
+                let rank = source.and_then(|ssrc| r.rank_of(ssrc)).unwrap_or(0);
+                let size = r.sizes().get(rank).copied().unwrap_or_default();
+                c.emit(ConnEvent::StreamState {
+                    track_sid,
+                    paused: report.paused,
+                    rid: r.rids().get(rank).cloned().unwrap_or_default(),
+                    rank,
+                    layers: r.rank_count(),
+                    width: size.width,
+                    height: size.height,
+                });
+            }
+        }
+    }
+
+    /// Dynacast: asks each simulcast publisher to send only the layers up to the best one a
+    /// subscriber wants (at once when more are needed, after [`DYNACAST_DEBOUNCE`] when fewer).
+    pub(super) fn update_dynacast(&mut self, now: Instant) {
+        for r in self.receivers.values_mut() {
+            if !r.is_video() || !r.is_simulcast() {
+                continue;
+            }
+            let conns = &self.conns;
+            let needed = layers::highest_needed(r.subscribers.iter().map(|s| {
+                conns
+                    .get(&s.conn)
+                    .and_then(|c| c.down_tracks.get(&s.down_track))
+                    .and_then(|dt| layers::wanted_rank(dt.request, r.sizes()))
+            }));
+            let told = r.dynacast.told.unwrap_or(r.rank_count() - 1);
+            if needed >= told {
+                r.dynacast.lower_since = None;
+                if needed == told {
+                    continue;
+                }
+            } else {
+                let since = *r.dynacast.lower_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < DYNACAST_DEBOUNCE {
+                    continue;
+                }
+                r.dynacast.lower_since = None;
+            }
+            r.dynacast.told = Some(needed);
+            let layers = r
+                .rids()
+                .iter()
+                .enumerate()
+                .map(|(rank, rid)| (rid.clone(), rank <= needed))
+                .collect();
+            tracing::debug!(conn = r.publisher.0, track = %r.track_id, needed, "dynacast");
+            if let Some(c) = self.conns.get(&r.publisher) {
+                c.emit(ConnEvent::SubscribedLayers {
+                    track_id: r.track_id.clone(),
+                    layers,
+                });
+            }
+        }
+    }
+}
