@@ -7,12 +7,14 @@
 //! [`parse_opus`] to measure end-to-end latency, count losses independently of the RTP
 //! sequence numbers the SFU rewrites, and check that the payload arrived intact.
 
+mod continuity;
 mod opus;
 mod simulcast;
 mod vp8;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use continuity::{ContinuityReport, LayerSwitch, check_continuity};
 pub use opus::{OpusConfig, OpusSource};
 pub use simulcast::{SimulcastVp8, publish_simulcast_vp8};
 pub use vp8::{Vp8Config, Vp8Descriptor, Vp8PacketInfo, Vp8Source, parse_vp8_descriptor};
