@@ -350,12 +350,23 @@ async fn dynacast_stops_the_layers_no_subscriber_needs() {
     let _exclusive = exclusive().await;
     let server = start().await;
     let room = "simulcast-dynacast";
+    let published = Instant::now();
     let publisher = publisher(&server, room).await;
+    let video = &publisher.video;
+    // Nobody watches yet: only the lowest layer stays on.
+    let alone = eventually(Duration::from_secs(3), || async {
+        announced(&publisher, published, &["q"]).is_some()
+    })
+    .await;
+    assert!(alone, "a publisher without subscribers keeps h and f on");
+    assert!(!video.layer_active("f"));
+    let joining = Instant::now();
     let a = subscriber(&server, room, "a").await;
     let b = subscriber(&server, room, "b").await;
     a.receives(F).await;
     b.receives(F).await;
-    let video = &publisher.video;
+    let on = announced(&publisher, joining, &["q", "h", "f"]).expect("f turned on for a");
+    eprintln!("# alone: only q; first subscriber: every layer on after {on:?} (join included)");
     assert!(["q", "h", "f"].iter().all(|rid| video.layer_active(rid)));
 
     let low = Instant::now();
