@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod media;
+pub mod metrics;
 pub mod room;
 pub mod transport;
 pub mod webhooks;
@@ -71,6 +72,7 @@ impl Server {
         let state = AppState {
             rooms: rooms.clone(),
             verifier: verifier.clone(),
+            metrics: Arc::new(metrics::Metrics::new(rooms.clone(), transport.clone())),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
