@@ -11,9 +11,11 @@ import {
   QUALITY_TO_PROTO,
   RemoteParticipant,
   RemoteTrackPublication,
+  SIMULCAST,
   TrackKind,
   TrackSource,
   sourceToProto,
+  streamStateFromProto,
 } from './participant.js';
 import { msidsByMid, simulcastCodecs } from './sdp.js';
 import { SignalClient } from './signaling.js';
@@ -32,6 +34,8 @@ export const RoomEvent = Object.freeze({
   LocalTrackPublished: 'localTrackPublished',
   LocalTrackUnpublished: 'localTrackUnpublished',
   ActiveSpeakers: 'activeSpeakers',
+  StreamStateChanged: 'streamStateChanged',
+  SubscribedLayersChanged: 'subscribedLayersChanged',
   ConnectionState: 'connectionState',
   Reconnecting: 'reconnecting',
   Reconnected: 'reconnected',
@@ -63,12 +67,6 @@ const DEFAULTS = {
   rtcConfig: {},
 };
 
-/** Simulcast encodings, lowest first: rid, downscale, bitrate cap. */
-const SIMULCAST = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_700_000 },
-];
 const SCREEN_BITRATE = 2_500_000;
 const RECONNECT_BACKOFF_MS = [0, 300, 1000, 2000, 3000];
 
@@ -288,6 +286,8 @@ export class Room extends Emitter {
     else if (m.trackMuted) this.#onTrackMuted(m.trackMuted);
     else if (m.subscription) this.#onSubscriptionUpdate(m.subscription);
     else if (m.speakersChanged) this.#onSpeakers(m.speakersChanged.speakers ?? []);
+    else if (m.streamState) this.#onStreamState(m.streamState);
+    else if (m.subscribedLayers) this.#onSubscribedLayers(m.subscribedLayers);
     else if (m.leave) {
       const reason = (m.leave.reason ?? 'UNKNOWN_REASON').toLowerCase();
       this.#end(reason, { leave: false });
@@ -361,6 +361,7 @@ export class Room extends Emitter {
   #dropRemoteTrack(publication) {
     const track = publication.track;
     publication.subscribed = false;
+    if (publication.streamState) publication._setStreamState(null);
     if (!track) return;
     publication.track = null;
     publication.receiver = null;
@@ -421,6 +422,22 @@ export class Room extends Emitter {
         this.emit(RoomEvent.TrackSubscriptionFailed, publication, publication.participant, error ?? '');
       }
     }
+  }
+
+  #onStreamState(update) {
+    const publication = this.#remotePublication(update.trackSid);
+    if (!publication) return;
+    const state = streamStateFromProto(update);
+    publication._setStreamState(state);
+    this.emit(RoomEvent.StreamStateChanged, publication, state, publication.participant);
+  }
+
+  /** Dynacast: pause (or resume) encoding the layers of our track that nobody needs. */
+  #onSubscribedLayers({ trackSid, layers = [] }) {
+    const publication = this.localParticipant.tracks.get(trackSid);
+    if (!(publication instanceof LocalTrackPublication)) return;
+    publication._setWanted(layers).catch((e) => console.warn('prism: simulcast layers not updated', e));
+    this.emit(RoomEvent.SubscribedLayersChanged, publication, publication.layerStates);
   }
 
   #onSpeakers(updates) {
@@ -544,8 +561,9 @@ export class Room extends Emitter {
     });
     const init = { direction: 'sendonly', streams: [publication.stream] };
     if (video) {
+      publication._resetWanted();
       init.sendEncodings = publication.simulcast
-        ? SIMULCAST.map((e) => ({ ...e }))
+        ? publication._sendEncodings()
         : [{ maxBitrate: publication.source === TrackSource.ScreenShare ? SCREEN_BITRATE : 1_700_000 }];
     }
     const transceiver = session.pc.addTransceiver(track, init);
