@@ -71,6 +71,7 @@ impl Server {
         let state = AppState {
             rooms: rooms.clone(),
             verifier: verifier.clone(),
+            whip: Default::default(),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -1,4 +1,4 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, the demo page and SDK,
+//! HTTP entry points: WebSocket signaling at `/rtc`, WHIP/WHEP ([`whip`]), health endpoints, the demo page and SDK,
 //! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
@@ -6,6 +6,7 @@ pub mod grpc;
 mod session;
 mod signaling;
 mod web;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ use crate::room::RoomManager;
 pub struct AppState {
     pub rooms: Arc<RoomManager>,
     pub verifier: Arc<TokenVerifier>,
+    /// Live WHIP/WHEP sessions.
+    pub whip: Arc<whip::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/rtc", get(signaling::rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(whip::routes())
         .merge(web)
         .with_state(state)
 }
