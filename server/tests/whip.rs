@@ -605,7 +605,7 @@ async fn whep_follows_one_participant_and_a_dead_session_is_removed() {
         .expect("track");
     let (mut packets, counter) = count_packets(track);
     let got = wait_until(&mut packets, "follower receives b's keyframes", |r| {
-        r.packets >= 60 && r.widths.len() >= 1
+        r.packets >= 60 && !r.widths.is_empty()
     })
     .await;
     assert_eq!(got.widths, vec![320], "only b's video, never a's");
