@@ -7,6 +7,21 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
+# Debian packages, each installed only when its command is missing (needs root or sudo).
+apt_install() { # <command> <package>
+    if command -v "$1" >/dev/null 2>&1; then return; fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+}
+# The impaired-link test makes network namespaces joined by a veth, capped with tc tbf and
+# lossy through nftables.
+apt_install ip iproute2
+apt_install nft nftables
+# The metrics test scrapes the server with a real Prometheus.
+apt_install prometheus prometheus
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
@@ -15,13 +30,7 @@ echo "== tests"
 cargo test --workspace --locked
 
 echo "== browser tests (headless Chromium)"
-# Debian's chromium, installed only when missing (needs root or sudo).
-if ! command -v "${CHROMIUM_PATH:-chromium}" >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
-fi
+apt_install "${CHROMIUM_PATH:-chromium}" chromium
 export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
 # npm packages from the lock file, only when node_modules is missing or older than the lock.
 (
@@ -34,7 +43,7 @@ export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
 cargo build --locked -p prism-server --bin prism
 export PRISM_BIN="$target_dir/debug/prism"
 export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
-(cd clients/web && node --test test/sdk.test.mjs)
+(cd clients/web && node --test test/sdk.test.mjs test/publisher_bitrate.test.mjs)
 # Up to four logged retries for the three-browser test: a subscriber sometimes never gets one
 # of the others' video (a known negotiation/simulcast-start bug, open in issue 7 and issue 4;
 # its first attempt failed in 2 of 3 fresh-clone runs, once twice). Five failures fail the suite; every

@@ -162,4 +162,44 @@ mod tests {
         );
         let _ = first_ptr;
     }
+
+    proptest::proptest! {
+        /// Frames from two layers with unrelated numbering, switching between them at
+        /// keyframes at random: the output picture ID rises by exactly one per frame and
+        /// TL0PICIDX by exactly one per (all base-layer) frame, whatever the wraps.
+        #[test]
+        fn numbering_stays_continuous_across_random_switches(
+            starts in proptest::array::uniform2(0u16..0x8000),
+            tl0_starts in proptest::array::uniform2(proptest::num::u8::ANY),
+            frames in proptest::collection::vec((proptest::bool::ANY, 1usize..4), 1..200),
+        ) {
+            let mut r = PictureIdRewriter::default();
+            let mut next_pid = starts;
+            let mut next_tl0 = tl0_starts;
+            let (mut layer, mut segment) = (0usize, 1u64);
+            let mut last: Option<(u16, u8)> = None;
+            for (i, (switch, packets)) in frames.into_iter().enumerate() {
+                if switch && i > 0 {
+                    layer ^= 1;
+                    segment += 1;
+                }
+                let (pid, tl0) = (next_pid[layer], next_tl0[layer]);
+                // Both layers keep counting whether forwarded or not.
+                for l in 0..2 {
+                    next_pid[l] = next_pid[l].wrapping_add(1) & PID_MASK;
+                    next_tl0[l] = next_tl0[l].wrapping_add(1);
+                }
+                for p in 0..packets {
+                    let key = (switch || i == 0) && p == 0;
+                    let got = out(&mut r, segment, &packet(pid, tl0, key));
+                    if let Some((lp, lt)) = last.filter(|_| p == 0) {
+                        proptest::prop_assert_eq!(got, ((lp + 1) & PID_MASK, lt.wrapping_add(1)));
+                    } else if let Some(prev) = last {
+                        proptest::prop_assert_eq!(got, prev, "same frame, same numbers");
+                    }
+                    last = Some(got);
+                }
+            }
+        }
+    }
 }

@@ -30,6 +30,8 @@ pub struct Layer {
     pub live_since: Option<Instant>,
     /// The publisher's latest sender report for this stream.
     pub sender_clock: Option<SenderClock>,
+    /// The frame size its latest keyframe declared (VP8), for layers declared without one.
+    pub observed_size: Option<LayerSize>,
 }
 
 /// A layer without media for this long counts as paused (30 fps video sends a packet at least
@@ -174,6 +176,7 @@ impl Receiver {
                 last_packet: None,
                 live_since: None,
                 sender_clock: None,
+                observed_size: None,
             });
         }
     }
@@ -217,21 +220,53 @@ impl Receiver {
         } else if order.iter().all(|r| name_rank(r).is_some()) {
             order.sort_by_key(|r| name_rank(r));
         }
-        self.sizes = order
+        self.rid_order = order;
+        self.update_sizes();
+    }
+
+    /// A keyframe of `ssrc` declared its frame size.
+    pub fn observe_size(&mut self, ssrc: u32, size: LayerSize) {
+        if let Some(layer) = self.layer_mut(ssrc)
+            && layer.observed_size != Some(size)
+        {
+            layer.observed_size = Some(size);
+            self.update_sizes();
+        }
+    }
+
+    /// Size per rank: as declared, else as the layer's keyframes say.
+    fn update_sizes(&mut self) {
+        let declared = |rid: &str| {
+            self.declared
+                .iter()
+                .find(|d| d.rid == rid && d.size.width > 0)
+                .map(|d| d.size)
+        };
+        let observed = |rid: Option<&String>| {
+            self.layers
+                .iter()
+                .rev()
+                .find(|l| rid.is_none() || l.rid.as_ref() == rid)
+                .and_then(|l| l.observed_size)
+        };
+        let mut sizes: Vec<LayerSize> = self
+            .rid_order
             .iter()
             .map(|rid| {
-                self.declared
-                    .iter()
-                    .find(|d| &d.rid == rid)
-                    .map(|d| d.size)
+                declared(rid)
+                    .or_else(|| observed(Some(rid)))
                     .unwrap_or_default()
             })
             .collect();
-        if self.sizes.is_empty() {
-            self.sizes
-                .push(self.declared.first().map(|d| d.size).unwrap_or_default());
+        if sizes.is_empty() {
+            let size = self
+                .declared
+                .first()
+                .map(|d| d.size)
+                .filter(|s| s.width > 0);
+            sizes.push(size.or_else(|| observed(None)).unwrap_or_default());
         }
-        self.rid_order = order;
+        self.sizes = sizes;
     }
 
     /// More than one layer, each named by a RID.
@@ -399,6 +434,29 @@ mod tests {
         feed(&mut r, &[1, 3], t0 + ms(1833), t0 + ms(2000));
         assert!(r.arriving(2, t0 + ms(2000)));
         assert!(!r.settled(2, t0 + ms(2000)));
+    }
+
+    #[test]
+    fn keyframes_fill_in_undeclared_sizes() {
+        let mut r = receiver();
+        r.set_sdp_rids(vec!["q".into(), "f".into()]);
+        r.add_layer(1, Some("q".into()));
+        r.add_layer(3, Some("f".into()));
+        assert_eq!(r.sizes(), [LayerSize::default(); 2]);
+        let size = |width, height| LayerSize { width, height };
+        r.observe_size(3, size(1280, 720));
+        assert_eq!(r.sizes(), [LayerSize::default(), size(1280, 720)]);
+        // A declared size wins over an observed one.
+        r.declare(vec![DeclaredLayer {
+            rid: "f".into(),
+            size: size(1920, 1080),
+        }]);
+        assert_eq!(r.sizes()[1], size(1920, 1080));
+        // Without simulcast the one rank takes what the stream shows.
+        let mut plain = receiver();
+        plain.add_layer(10, None);
+        plain.observe_size(10, size(640, 480));
+        assert_eq!(plain.sizes(), [size(640, 480)]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod connection;
 mod data;
 mod interceptors;
 pub mod peer;
-mod remote_sdp;
+mod sdp_fixes;
 pub mod stun;
 pub mod udp;
 mod worker;

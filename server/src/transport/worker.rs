@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::connection::Connection;
 use super::peer::{self, IceCredentials, PeerSettings};
-use super::remote_sdp;
+use super::sdp_fixes;
 use super::udp::{self, SendQueue};
 use super::{
     ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
@@ -43,6 +43,7 @@ use super::{
 use crate::media::codec::{self, vp8::Vp8Descriptor};
 use crate::media::down_track::{DownTrack, Negotiated};
 use crate::media::extensions::ExtensionMap;
+use crate::media::layers::LayerSize;
 use crate::media::munger::RtpMunger;
 use crate::media::receiver::{Receiver, SubscriberRef};
 use crate::media::reports::SenderClock;
@@ -685,7 +686,21 @@ impl Worker {
             _ => None,
         };
         let keyframe = match &vp8 {
-            Some(d) => d.is_keyframe_start(),
+            Some(d) if d.is_keyframe_start() => {
+                // Layer sizes for subscribers that ask by size, when the publisher did not
+                // declare them (WHIP, plain WebRTC).
+                if let Some((width, height)) = codec::vp8::keyframe_size(&packet.payload, d) {
+                    receiver.observe_size(
+                        packet.header.ssrc,
+                        LayerSize {
+                            width: width.into(),
+                            height: height.into(),
+                        },
+                    );
+                }
+                true
+            }
+            Some(_) => false,
             None => {
                 !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload)
             }
@@ -923,6 +938,10 @@ impl Worker {
             }
         }
         let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or(offer.sdp);
+        let sdp = sdp_fixes::add_start_bitrate(
+            &sdp_fixes::drop_simulcast_rtx(&sdp),
+            sdp_fixes::START_BITRATE_KBPS,
+        );
         tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
     }
@@ -941,7 +960,7 @@ impl Worker {
             return Ok(None);
         }
         let now = Instant::now();
-        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
+        let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(now, offer)
@@ -956,6 +975,10 @@ impl Worker {
             c.pc.local_description()
                 .map(|d| d.sdp)
                 .unwrap_or(answer.sdp);
+        let sdp = sdp_fixes::add_start_bitrate(
+            &sdp_fixes::drop_simulcast_rtx(&sdp),
+            sdp_fixes::START_BITRATE_KBPS,
+        );
         self.mark_dirty(id);
         Ok(Some(sdp))
     }
@@ -976,7 +999,7 @@ impl Worker {
                 expected: c.negotiation.outstanding,
             });
         }
-        let sdp = remote_sdp::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
+        let sdp = sdp_fixes::keep_simulcast_bindings(&sdp, |t| c.published.contains_key(t));
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(Instant::now(), answer)

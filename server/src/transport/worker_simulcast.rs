@@ -190,3 +190,139 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::down_track::Negotiated;
+    use crate::media::extensions::ExtensionMap;
+    use crate::media::munger::{IncomingPacket, RtpMunger};
+    use crate::media::{DownTrackId, ReceiverId};
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+
+    const Q: u32 = 1;
+    const H: u32 = 2;
+    const F: u32 = 3;
+
+    fn receiver() -> Receiver {
+        let mut r = Receiver::new(
+            ReceiverId(1),
+            ConnId(1),
+            "t".into(),
+            Default::default(),
+            RtpCodecKind::Video,
+            RTCRtpCodec {
+                mime_type: "video/VP8".into(),
+                clock_rate: 90_000,
+                ..Default::default()
+            },
+            vec![],
+            Duration::from_millis(500),
+        );
+        r.set_sdp_rids(vec!["q".into(), "h".into(), "f".into()]);
+        for (ssrc, rid) in [(Q, "q"), (H, "h"), (F, "f")] {
+            r.add_layer(ssrc, Some(rid.into()));
+        }
+        r
+    }
+
+    fn down_track() -> DownTrack {
+        let mut dt = DownTrack::new(
+            DownTrackId(1),
+            "TR_x".into(),
+            ReceiverId(1),
+            Default::default(),
+            99,
+            RtpMunger::new(100, 90_000, true),
+        );
+        dt.negotiated = Some(Negotiated {
+            payload_type: 96,
+            extensions: ExtensionMap::drop_all(),
+        });
+        dt
+    }
+
+    /// Media of `ssrcs` arriving every 33 ms over `[from, to]`.
+    fn feed(r: &mut Receiver, ssrcs: &[u32], from: Instant, to: Instant) {
+        let mut t = from;
+        while t <= to {
+            for &ssrc in ssrcs {
+                r.layer_mut(ssrc).unwrap().saw_media(t);
+            }
+            t += Duration::from_millis(33);
+        }
+    }
+
+    /// The switch completes: a keyframe start of `ssrc` goes through the munger.
+    fn keyframe(dt: &mut DownTrack, ssrc: u32, now: Instant) {
+        dt.munger.process(&IncomingPacket {
+            source: ssrc,
+            seq: 1,
+            timestamp: 1,
+            marker: true,
+            payload_len: 100,
+            keyframe_start: true,
+            arrival: now,
+        });
+    }
+
+    #[test]
+    fn requests_pick_layers_and_lost_layers_fall_back() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut r = receiver();
+        let mut dt = down_track();
+        feed(&mut r, &[Q, H, F], t0, t0 + ms(1500));
+        let now = t0 + ms(1500);
+        // No request: the best layer.
+        assert_eq!(select_layer(&r, &mut dt, now), Some(F));
+        keyframe(&mut dt, F, now);
+        dt.request = LayerRequest::Low;
+        assert_eq!(select_layer(&r, &mut dt, now), Some(Q));
+        keyframe(&mut dt, Q, now);
+        dt.request = LayerRequest::Size {
+            width: 600,
+            height: 300,
+        };
+        // Sizes unknown (none declared) and three layers: 600 wide needs the best.
+        assert_eq!(select_layer(&r, &mut dt, now), Some(F));
+        keyframe(&mut dt, F, now);
+        assert_eq!(select_layer(&r, &mut dt, now), None, "no change");
+        // The publisher stops f: down to h once f is stale.
+        feed(&mut r, &[Q, H], now, now + ms(600));
+        let later = now + ms(600);
+        assert_eq!(select_layer(&r, &mut dt, later), Some(H));
+        keyframe(&mut dt, H, later);
+        // f comes back: followed only after it settled.
+        feed(&mut r, &[Q, H, F], later, later + ms(500));
+        assert_eq!(select_layer(&r, &mut dt, later + ms(500)), None);
+        feed(&mut r, &[Q, H, F], later + ms(533), later + ms(1100));
+        assert_eq!(select_layer(&r, &mut dt, later + ms(1100)), Some(F));
+    }
+
+    #[test]
+    fn paused_requests_pause_the_munger() {
+        let t0 = Instant::now();
+        let mut r = receiver();
+        let mut dt = down_track();
+        feed(&mut r, &[Q, H, F], t0, t0 + Duration::from_millis(100));
+        let now = t0 + Duration::from_millis(100);
+        select_layer(&r, &mut dt, now);
+        keyframe(&mut dt, F, now);
+        dt.request = LayerRequest::Paused;
+        assert_eq!(select_layer(&r, &mut dt, now), None);
+        assert!(dt.munger.is_paused());
+        dt.request = LayerRequest::Medium;
+        assert_eq!(select_layer(&r, &mut dt, now), Some(H));
+        assert!(!dt.munger.is_paused());
+        assert!(dt.waiting_for_keyframe());
+    }
+
+    #[test]
+    fn nothing_arriving_waits_on_the_wanted_layer() {
+        let r = receiver();
+        let mut dt = down_track();
+        dt.request = LayerRequest::Medium;
+        assert_eq!(select_layer(&r, &mut dt, Instant::now()), Some(H));
+    }
+}

@@ -220,7 +220,11 @@ impl Worker {
         let Some(slots) = c.slots.as_mut() else {
             return;
         };
-        if slots.waiting.iter().any(|(_, w)| w.track_sid == spec.track_sid) {
+        if slots
+            .waiting
+            .iter()
+            .any(|(_, w)| w.track_sid == spec.track_sid)
+        {
             return;
         }
         let Some(slot) = slots
@@ -232,9 +236,10 @@ impl Worker {
             slots.waiting.push((kind, spec));
             return;
         };
-        let munger = slot.munger.take().unwrap_or_else(|| {
-            RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, video)
-        });
+        let munger = slot
+            .munger
+            .take()
+            .unwrap_or_else(|| RtpMunger::new(rand::random::<u16>() & 0x7fff, clock_rate, video));
         slot.bound = Some(dt_id);
         let mut dt = DownTrack::new(
             dt_id,
@@ -274,7 +279,10 @@ impl Worker {
     /// whose track is gone meanwhile.
     pub(super) fn fill_slots(&mut self, subscriber: ConnId) {
         loop {
-            let Some(slots) = self.conns.get_mut(&subscriber).and_then(|c| c.slots.as_mut())
+            let Some(slots) = self
+                .conns
+                .get_mut(&subscriber)
+                .and_then(|c| c.slots.as_mut())
             else {
                 return;
             };

@@ -287,6 +287,7 @@ fn room_error(e: RoomError) -> ApiError {
         RoomError::RoomFull(..) => (StatusCode::FORBIDDEN, "room_full"),
         RoomError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         RoomError::NotAllowed(_) => (StatusCode::FORBIDDEN, "permission_denied"),
+        RoomError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, e.to_string())
@@ -339,7 +340,14 @@ async fn create(
         Kind::Whip => offer,
         Kind::Whep => sdp::receive_only(&offer),
     };
-    // Refused before anything is created, like /rtc: no room, full room.
+    // Refused before anything is created, like /rtc: draining node, no room, full room.
+    if app.rooms.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            RoomError::Draining.to_string(),
+        ));
+    }
     match app.rooms.get(&room_name) {
         Some(room) => {
             let max = room.settings.max_participants;

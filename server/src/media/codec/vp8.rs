@@ -120,6 +120,22 @@ impl Vp8Descriptor {
     }
 }
 
+/// The frame size a keyframe's header declares (RFC 6386 9.1: a 3-byte frame tag, the start
+/// code 9d 01 2a, then 14-bit width and height, little-endian), for the first packet of a
+/// keyframe whose descriptor is `desc`; None for anything else or short input.
+pub fn keyframe_size(payload: &[u8], desc: &Vp8Descriptor) -> Option<(u16, u16)> {
+    if !desc.is_keyframe_start() {
+        return None;
+    }
+    let header = payload.get(desc.header_len..desc.header_len + 10)?;
+    if header[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([header[8], header[9]]) & 0x3fff;
+    Some((width, height))
+}
+
 /// See [`Vp8Descriptor::is_keyframe_start`]; false when the payload does not parse.
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
     Vp8Descriptor::parse(payload).is_ok_and(|d| d.is_keyframe_start())
@@ -254,6 +270,20 @@ mod tests {
         let d = Vp8Descriptor::parse(&[0x91, 0x80, 0x80, 0x01, 0x10]).unwrap();
         assert!(!d.is_keyframe);
         assert_eq!(d.partition_index, 1);
+    }
+
+    #[test]
+    fn keyframe_size_from_the_frame_header() {
+        let mut p = KEY_15BIT.to_vec();
+        // Width 1280 and height 720, with scaling bits set that must be masked off.
+        p.extend_from_slice(&[0x00, 0x45, 0xd0, 0x42]);
+        let d = Vp8Descriptor::parse(&p).unwrap();
+        assert_eq!(keyframe_size(&p, &d), Some((1280, 720)));
+        assert_eq!(keyframe_size(&KEY_15BIT, &d), None, "truncated");
+        let mut delta = p.clone();
+        delta[4] |= 0x01;
+        let dd = Vp8Descriptor::parse(&delta).unwrap();
+        assert_eq!(keyframe_size(&delta, &dd), None);
     }
 
     #[test]
