@@ -72,6 +72,7 @@ impl Server {
         let state = AppState {
             rooms: rooms.clone(),
             verifier: verifier.clone(),
+            whip: Default::default(),
             metrics: Arc::new(metrics::Metrics::new(rooms.clone(), transport.clone())),
         };
         let addr = SocketAddr::new(config.bind, config.port);

@@ -1,4 +1,4 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, the demo page and SDK,
+//! HTTP entry points: WebSocket signaling at `/rtc`, WHIP/WHEP ([`whip`]), health endpoints, the demo page and SDK,
 //! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
@@ -7,6 +7,7 @@ mod health;
 mod session;
 mod signaling;
 mod web;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ use crate::room::RoomManager;
 pub struct AppState {
     pub rooms: Arc<RoomManager>,
     pub verifier: Arc<TokenVerifier>,
+    /// Live WHIP/WHEP sessions.
+    pub whip: Arc<whip::Sessions>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -33,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/rtc", get(signaling::rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(whip::routes())
         .route("/readyz", get(health::ready))
         .route(
             "/admin/drain",
