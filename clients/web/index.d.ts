@@ -220,6 +220,8 @@ export declare class LocalParticipant extends Participant {
   tracks: Map<string, LocalTrackPublication>;
   /** Our publication of a source, including one still waiting for its sid. */
   getTrack(source: TrackSourceValue): LocalTrackPublication | undefined;
+  /** Sends a data message; see Room.publishData. */
+  publishData(payload: Uint8Array | string, options?: DataOptions): Promise<void>;
   /**
    * Publishes a track; resolves once the server named it. Called before Room.connect(), the
    * track goes out in the first offer (recommended).
@@ -300,6 +302,7 @@ export interface RoomOptions {
 
 export interface RoomEvents {
   participantJoined: (participant: RemoteParticipant) => void;
+  dataReceived: (message: DataMessage) => void;
   /** `reason` is the protocol's DisconnectReason in lower case, e.g. 'client_initiated'. */
   participantLeft: (participant: RemoteParticipant, reason: string) => void;
   participantUpdated: (participant: RemoteParticipant) => void;
@@ -344,12 +347,44 @@ export declare const RoomEvent: Readonly<{
   ActiveSpeakers: 'activeSpeakers';
   StreamStateChanged: 'streamStateChanged';
   SubscribedLayersChanged: 'subscribedLayersChanged';
+  DataReceived: 'dataReceived';
   ConnectionState: 'connectionState';
   Reconnecting: 'reconnecting';
   Reconnected: 'reconnected';
   Disconnected: 'disconnected';
   SignalError: 'signalError';
 }>;
+
+export interface DataOptions {
+  /** Ordered and retransmitted (default), or neither. */
+  reliable?: boolean;
+  topic?: string;
+  /** Empty: everyone else in the room. */
+  destinationIdentities?: string[];
+}
+
+/** A data message that arrived. */
+export interface DataMessage {
+  payload: Uint8Array;
+  topic: string;
+  kind: 'reliable' | 'lossy';
+  /** Empty when the server sent it (the control plane's SendData). */
+  senderIdentity: string;
+  participant: RemoteParticipant | undefined;
+}
+
+export declare const DataKind: Readonly<{ Reliable: 0; Lossy: 1 }>;
+export declare class DataPacketError extends Error {}
+export interface DataPacket {
+  senderIdentity: string;
+  payload: Uint8Array;
+  topic: string;
+  kind: number;
+  destinationIdentities: string[];
+}
+/** DataPacket (signal.proto) to and from protobuf binary, as the data channels carry it. */
+export declare function encodeDataPacket(packet: Partial<Omit<DataPacket, 'payload'>> & { payload?: Uint8Array | string }): Uint8Array;
+export declare function decodeDataPacket(bytes: Uint8Array | ArrayBuffer): DataPacket;
 
 export declare class Room {
   constructor(url: string, token: string, options?: RoomOptions);
@@ -374,6 +409,11 @@ export declare class Room {
   /** Leaves and releases everything; harmless to call again. */
   disconnect(): Promise<void>;
   setSubscribed(trackSids: string[], subscribed: boolean): void;
+  /**
+   * Sends a data message to everyone else in the room, or to `destinationIdentities`; reliable
+   * (ordered, retransmitted) by default. Needs the can_publish_data grant.
+   */
+  publishData(payload: Uint8Array | string, options?: DataOptions): Promise<void>;
   getStats(publication: TrackPublication): Promise<InboundTrackStats | OutboundTrackStats | null>;
 
   on<E extends keyof RoomEvents>(event: E, listener: RoomEvents[E]): () => void;

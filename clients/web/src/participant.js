@@ -394,6 +394,11 @@ export class LocalParticipant extends Participant {
     return this.#room.localPublications.find((p) => p.source === source);
   }
 
+  /** Sends a data message; see Room.publishData. */
+  publishData(payload, options) {
+    return this.#room.publishData(payload, options);
+  }
+
   /** Publishes a MediaStreamTrack; resolves with its publication once the server named it. */
   publishTrack(track, options) {
     return this.#room._publish(track, options);

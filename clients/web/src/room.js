@@ -17,6 +17,7 @@ import {
   sourceToProto,
   streamStateFromProto,
 } from './participant.js';
+import { DataKind, decodeDataPacket, encodeDataPacket } from './data.js';
 import { msidsByMid, simulcastCodecs } from './sdp.js';
 import { SignalClient } from './signaling.js';
 import { trackStats } from './stats.js';
@@ -36,6 +37,8 @@ export const RoomEvent = Object.freeze({
   ActiveSpeakers: 'activeSpeakers',
   StreamStateChanged: 'streamStateChanged',
   SubscribedLayersChanged: 'subscribedLayersChanged',
+  /** A data message: `{ payload: Uint8Array, topic, kind, senderIdentity, participant }`. */
+  DataReceived: 'dataReceived',
   ConnectionState: 'connectionState',
   Reconnecting: 'reconnecting',
   Reconnected: 'reconnected',
@@ -95,10 +98,11 @@ class Session {
   timers = new Set();
   closed = false;
 
-  constructor(signal, pc, dataChannel) {
+  constructor(signal, pc, dataChannel, lossyChannel) {
     this.signal = signal;
     this.pc = pc;
     this.dataChannel = dataChannel;
+    this.lossyChannel = lossyChannel;
   }
 
   timer(fn, ms) {
@@ -178,6 +182,46 @@ export class Room extends Emitter {
     return this.#session?.pc ?? null;
   }
 
+  /**
+   * Sends a data message to everyone else in the room, or to `destinationIdentities`.
+   * `reliable` (default) is ordered and retransmitted; lossy is neither, for state that is
+   * soon stale. Needs the can_publish_data grant (the server answers a signalError otherwise).
+   * @param {Uint8Array|string} payload
+   * @param {{reliable?: boolean, topic?: string, destinationIdentities?: string[]}} [options]
+   */
+  async publishData(payload, { reliable = true, topic = '', destinationIdentities = [] } = {}) {
+    const session = this.#session;
+    if (!session) throw new Error('not connected');
+    const channel = reliable ? session.dataChannel : session.lossyChannel;
+    if (channel.readyState === 'connecting') {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the data channel did not open')), 10_000);
+        channel.addEventListener('open', () => resolve(clearTimeout(timer)), { once: true });
+      });
+    }
+    if (channel.readyState !== 'open') throw new Error(`the data channel is ${channel.readyState}`);
+    const kind = reliable ? DataKind.Reliable : DataKind.Lossy;
+    channel.send(encodeDataPacket({ payload, topic, kind, destinationIdentities }));
+  }
+
+  #onData(data) {
+    let packet;
+    try {
+      packet = decodeDataPacket(new Uint8Array(data));
+    } catch (e) {
+      console.warn('prism: dropped a malformed data message', e);
+      return;
+    }
+    const participant = [...this.participants.values()].find((p) => p.identity === packet.senderIdentity);
+    this.emit(RoomEvent.DataReceived, {
+      payload: packet.payload,
+      topic: packet.topic,
+      kind: packet.kind === DataKind.Lossy ? 'lossy' : 'reliable',
+      senderIdentity: packet.senderIdentity,
+      participant,
+    });
+  }
+
   /** Subscribes to (or unsubscribes from) tracks by sid. */
   setSubscribed(trackSids, subscribed) {
     this._send({ subscription: { trackSids, subscribe: subscribed } });
@@ -212,9 +256,11 @@ export class Room extends Emitter {
         credential: s.credential,
       })),
     });
-    // The first offer always has an m-line, even with nothing published: the data channel.
+    // The first offer always has an m-line, even with nothing published: the data channels,
+    // which carry data messages (protobuf binary DataPackets, see data.js).
     const dataChannel = pc.createDataChannel('_reliable');
-    const session = new Session(client, pc, dataChannel);
+    const lossyChannel = pc.createDataChannel('_lossy', { ordered: false, maxRetransmits: 0 });
+    const session = new Session(client, pc, dataChannel, lossyChannel);
     this.#session = session;
     this.#wire(session);
     this.#applyJoin(join);
@@ -227,6 +273,12 @@ export class Room extends Emitter {
 
   #wire(session) {
     const { signal, pc } = session;
+    for (const channel of [session.dataChannel, session.lossyChannel]) {
+      channel.binaryType = 'arraybuffer';
+      channel.onmessage = ({ data }) => {
+        if (session === this.#session) this.#onData(data);
+      };
+    }
     signal.on('message', (m) => {
       if (session === this.#session) this.#onSignal(session, m);
     });
