@@ -71,7 +71,14 @@ export interface VideoLayer {
   bitrate: number;
 }
 
-export declare class TrackPublication {
+/** A minimal event emitter: on/once return a function that removes the listener. */
+declare class Emitter {
+  on(event: string, listener: (...args: any[]) => void): () => void;
+  once(event: string, listener: (...args: any[]) => void): () => void;
+  off(event: string, listener: (...args: any[]) => void): void;
+}
+
+export declare class TrackPublication extends Emitter {
   /** Server-assigned id; empty until the server published the track. */
   sid: string;
   kind: TrackKindValue;
@@ -92,6 +99,30 @@ export interface TrackSettings {
   paused: boolean;
 }
 
+/** What the server forwards of a subscribed video track (its StreamStateUpdate). */
+export interface StreamState {
+  /** Nothing is forwarded: paused in the settings, or no layer arriving. */
+  paused: boolean;
+  /** The simulcast layer forwarded ('q' | 'h' | 'f'; '' for a track without simulcast). */
+  rid: string;
+  /** That layer's rank, null when the server gave none. */
+  quality: 'low' | 'medium' | 'high' | null;
+  /** Its size as the publisher declared it (0 when unknown). */
+  width: number;
+  height: number;
+}
+
+/** A simulcast layer of a local track and whether it is sent. */
+export interface LayerState {
+  rid: string;
+  /** Ours: false after setLayerActive(rid, false). */
+  enabled: boolean;
+  /** The server's (dynacast): false when no subscriber needs the layer. */
+  wanted: boolean;
+  /** Sent: enabled and wanted (the sender's encoding is active). */
+  active: boolean;
+}
+
 /** A track another participant publishes. */
 export declare class RemoteTrackPublication extends TrackPublication {
   readonly participant: RemoteParticipant;
@@ -108,14 +139,23 @@ export declare class RemoteTrackPublication extends TrackPublication {
   readonly mediaStream: MediaStream | null;
   setSubscribed(subscribed: boolean): void;
   /**
-   * Asks for a simulcast quality. Sent to the server as `trackSettings`; the server stores it
-   * but does not select layers per subscriber yet.
+   * What the server forwards now, from its latest StreamStateUpdate (null until it sent one,
+   * and again once the subscription ends). Changes emit 'streamStateChanged' on the
+   * publication and RoomEvent.StreamStateChanged on the room.
+   */
+  streamState: StreamState | null;
+  /**
+   * Asks for a simulcast layer: 'low' (q), 'medium' (h), 'high' (f), or 'auto' to let the
+   * rendered size decide. Sent as `trackSettings`; the server switches on the layer's next
+   * keyframe and then announces the new stream state.
    */
   setQuality(quality: VideoQualityValue): void;
-  /** The size the video is shown at, in device pixels (see setQuality). */
+  /** The size the video is shown at, in device pixels: with quality 'auto', the server picks the smallest layer at least that large. */
   setRenderedSize(width: number, height: number): void;
-  /** Not shown at all: the server need not send video (see setQuality). */
+  /** Not shown at all: the server forwards no video until resumed. */
   setPaused(paused: boolean): void;
+  on(event: 'streamStateChanged', listener: (state: StreamState | null) => void): () => void;
+  on(event: string, listener: (...args: any[]) => void): () => void;
 }
 
 /** A track this participant publishes. */
@@ -130,6 +170,18 @@ export declare class LocalTrackPublication extends TrackPublication {
   /** Stops sending (the track is disabled) and tells everyone. */
   mute(): Promise<void>;
   unmute(): Promise<void>;
+  /** The simulcast layers (q, h, f) and whether each is sent; empty without simulcast. */
+  readonly layerStates: LayerState[];
+  isLayerActive(rid: string): boolean;
+  /**
+   * Starts or stops sending one simulcast layer (the sender's encoding `active`); the
+   * server's dynacast wishes apply on top. Throws for a track without simulcast or an unknown
+   * rid; resolves once the encodings are updated.
+   */
+  setLayerActive(rid: string, active: boolean): Promise<void>;
+  /** 'subscribedLayersChanged': the server's dynacast update was applied. */
+  on(event: 'subscribedLayersChanged', listener: (layers: LayerState[]) => void): () => void;
+  on(event: string, listener: (...args: any[]) => void): () => void;
 }
 
 export type ParticipantState = 'joining' | 'joined' | 'active' | 'disconnected';
@@ -168,6 +220,8 @@ export declare class LocalParticipant extends Participant {
   tracks: Map<string, LocalTrackPublication>;
   /** Our publication of a source, including one still waiting for its sid. */
   getTrack(source: TrackSourceValue): LocalTrackPublication | undefined;
+  /** Sends a data message; see Room.publishData. */
+  publishData(payload: Uint8Array | string, options?: DataOptions): Promise<void>;
   /**
    * Publishes a track; resolves once the server named it. Called before Room.connect(), the
    * track goes out in the first offer (recommended).
@@ -195,7 +249,10 @@ export interface InboundTrackStats {
   lossPercent: number;
   rtt: number | null;
   framesDecoded: number | null;
-  /** Simulcast layer being received ('q' | 'h' | 'f'), judged from the decoded width. */
+  /**
+   * Simulcast layer being received ('q' | 'h' | 'f', or 'paused'): the server's stream state,
+   * or judged from the decoded width before the server sent one.
+   */
   layer: string | null;
   totalSamplesReceived: number | null;
   audioLevel: number | null;
@@ -245,6 +302,7 @@ export interface RoomOptions {
 
 export interface RoomEvents {
   participantJoined: (participant: RemoteParticipant) => void;
+  dataReceived: (message: DataMessage) => void;
   /** `reason` is the protocol's DisconnectReason in lower case, e.g. 'client_initiated'. */
   participantLeft: (participant: RemoteParticipant, reason: string) => void;
   participantUpdated: (participant: RemoteParticipant) => void;
@@ -258,6 +316,10 @@ export interface RoomEvents {
   localTrackUnpublished: (publication: LocalTrackPublication) => void;
   /** Everyone speaking now (ourselves included), loudest first. */
   activeSpeakers: (speakers: Participant[]) => void;
+  /** The server forwards another layer of a subscribed video (or paused/resumed it). */
+  streamStateChanged: (publication: RemoteTrackPublication, state: StreamState, participant: RemoteParticipant) => void;
+  /** Dynacast: the server said which layers of our track subscribers need (layer states updated; the encodings follow). */
+  subscribedLayersChanged: (publication: LocalTrackPublication, layers: LayerState[]) => void;
   connectionState: (state: ConnectionStateValue) => void;
   reconnecting: (why: string) => void;
   reconnected: () => void;
@@ -283,12 +345,46 @@ export declare const RoomEvent: Readonly<{
   LocalTrackPublished: 'localTrackPublished';
   LocalTrackUnpublished: 'localTrackUnpublished';
   ActiveSpeakers: 'activeSpeakers';
+  StreamStateChanged: 'streamStateChanged';
+  SubscribedLayersChanged: 'subscribedLayersChanged';
+  DataReceived: 'dataReceived';
   ConnectionState: 'connectionState';
   Reconnecting: 'reconnecting';
   Reconnected: 'reconnected';
   Disconnected: 'disconnected';
   SignalError: 'signalError';
 }>;
+
+export interface DataOptions {
+  /** Ordered and retransmitted (default), or neither. */
+  reliable?: boolean;
+  topic?: string;
+  /** Empty: everyone else in the room. */
+  destinationIdentities?: string[];
+}
+
+/** A data message that arrived. */
+export interface DataMessage {
+  payload: Uint8Array;
+  topic: string;
+  kind: 'reliable' | 'lossy';
+  /** Empty when the server sent it (the control plane's SendData). */
+  senderIdentity: string;
+  participant: RemoteParticipant | undefined;
+}
+
+export declare const DataKind: Readonly<{ Reliable: 0; Lossy: 1 }>;
+export declare class DataPacketError extends Error {}
+export interface DataPacket {
+  senderIdentity: string;
+  payload: Uint8Array;
+  topic: string;
+  kind: number;
+  destinationIdentities: string[];
+}
+/** DataPacket (signal.proto) to and from protobuf binary, as the data channels carry it. */
+export declare function encodeDataPacket(packet: Partial<Omit<DataPacket, 'payload'>> & { payload?: Uint8Array | string }): Uint8Array;
+export declare function decodeDataPacket(bytes: Uint8Array | ArrayBuffer): DataPacket;
 
 export declare class Room {
   constructor(url: string, token: string, options?: RoomOptions);
@@ -313,6 +409,11 @@ export declare class Room {
   /** Leaves and releases everything; harmless to call again. */
   disconnect(): Promise<void>;
   setSubscribed(trackSids: string[], subscribed: boolean): void;
+  /**
+   * Sends a data message to everyone else in the room, or to `destinationIdentities`; reliable
+   * (ordered, retransmitted) by default. Needs the can_publish_data grant.
+   */
+  publishData(payload: Uint8Array | string, options?: DataOptions): Promise<void>;
   getStats(publication: TrackPublication): Promise<InboundTrackStats | OutboundTrackStats | null>;
 
   on<E extends keyof RoomEvents>(event: E, listener: RoomEvents[E]): () => void;

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use prism_loadtest::procstat::SpawnedServer;
 use prism_loadtest::runner::{self, RunOptions};
-use prism_loadtest::scenario::{Layer, Layout, Scenario, VideoSpec};
+use prism_loadtest::scenario::{Layer, Layout, Quality, Scenario, VideoSpec};
 
 /// Simulated Prism publishers and subscribers; reports join time, loss, one-way latency,
 /// bitrate, received layer and the server's CPU and memory, as tables and JSON.
@@ -70,7 +70,8 @@ struct Args {
     /// Seconds one join may take.
     #[arg(long)]
     join_timeout: Option<f64>,
-    /// Publish 720p simulcast layers q/h/f (only the top one is sent today; see the report).
+    /// Publish 720p simulcast layers q/h/f (RID simulcast; subscribers get the layer their
+    /// --quality asks for).
     #[arg(long)]
     simulcast: bool,
     /// Video size of the (top) layer, WIDTHxHEIGHT.
@@ -91,6 +92,10 @@ struct Args {
     /// Video tracks each subscriber shows at most (default: all).
     #[arg(long)]
     max_video_tracks: Option<u32>,
+    /// Quality each subscriber asks for per shown video track, in order, the last for the
+    /// rest: e.g. `high,low` (default high). Takes effect with --simulcast.
+    #[arg(long, value_delimiter = ',', value_parser = parse_quality)]
+    quality: Vec<Quality>,
     /// Write the JSON report to this file ("-" = stdout; the tables then go to stderr).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -171,6 +176,9 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
     }
     set_opt(&mut s.video.keyframe_interval_secs, args.keyframe_interval);
     set_opt(&mut s.audio.bitrate_bps, args.audio_bitrate);
+    if !args.quality.is_empty() {
+        s.layout.qualities = args.quality.clone();
+    }
     if args.max_video_tracks.is_some() {
         s.layout = Layout {
             max_video_tracks: args.max_video_tracks,
@@ -300,4 +308,13 @@ fn url_port(url: &str) -> anyhow::Result<u16> {
     parsed
         .port_or_known_default()
         .with_context(|| format!("no port in {url:?}"))
+}
+
+fn parse_quality(text: &str) -> Result<Quality, String> {
+    match text.trim() {
+        "low" => Ok(Quality::Low),
+        "medium" => Ok(Quality::Medium),
+        "high" => Ok(Quality::High),
+        other => Err(format!("{other:?} is not low, medium or high")),
+    }
 }

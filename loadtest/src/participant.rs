@@ -8,16 +8,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prism_client::proto::TrackKind as ProtoTrackKind;
 use prism_client::synthetic::{
-    OpusConfig, OpusSource, Vp8Config, Vp8Source, parse_opus, parse_vp8, parse_vp8_descriptor,
+    OpusConfig, OpusSource, SimulcastVp8, Vp8Config, Vp8Source, parse_opus, parse_vp8,
+    parse_vp8_descriptor,
 };
 use prism_client::{
     ClientError, Codec, ConnectOptions, LocalTrack, RemoteTrack, Room, RoomEvent, RoomEvents,
-    TrackKind, TrackOptions,
+    SimulcastLayer, TrackKind, TrackOptions, VideoQuality,
 };
 use prism_server::auth::AccessToken;
 use tokio::sync::watch;
 
-use crate::scenario::{Role, Scenario};
+use crate::scenario::{Quality, Role, Scenario};
 use crate::stats::{PublishStats, TrackStats};
 
 /// Why a participant could not join. The first three end the whole run.
@@ -266,11 +267,70 @@ impl Participant {
             room.clone(),
             events,
             selector,
+            scenario.layout.qualities.clone(),
             token_at,
             shared.clone(),
         ));
 
-        if self.role.publishes_video {
+        if self.role.publishes_video && scenario.video.simulcast {
+            let layers: Vec<SimulcastLayer> = scenario
+                .video
+                .layers
+                .iter()
+                .map(|l| SimulcastLayer {
+                    rid: l.name.clone(),
+                    width: u32::from(l.width),
+                    height: u32::from(l.height),
+                    bitrate_bps: l.bitrate_bps,
+                })
+                .collect();
+            let track = room
+                .publish_track(TrackOptions::simulcast_video(
+                    "loadtest-video",
+                    Codec::Vp8,
+                    layers,
+                ))
+                .await
+                .map_err(|e| JoinError::classify(&scenario.url, e))?;
+            let names: Vec<&str> = scenario
+                .video
+                .layers
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect();
+            let top = scenario.video.published_layer();
+            let publication = Arc::new(Publication {
+                track_sid: track.sid().to_owned(),
+                kind: TrackKind::Video,
+                layer: Some(names.join("+")),
+                target_rate: f64::from(top.fps),
+                stats: Mutex::default(),
+            });
+            lock(&self.publications).push(publication.clone());
+            let source = SimulcastVp8::with_configs(scenario.video.layers.iter().enumerate().map(
+                |(i, l)| {
+                    let config = Vp8Config {
+                        width: l.width,
+                        height: l.height,
+                        fps: l.fps,
+                        bitrate_bps: l.bitrate_bps,
+                        keyframe_interval: Duration::from_secs_f64(
+                            scenario.video.keyframe_interval_secs,
+                        ),
+                        mtu: scenario.video.mtu,
+                        layer: i as u8,
+                        ..Vp8Config::default()
+                    };
+                    (l.name.clone(), config)
+                },
+            ));
+            tokio::spawn(publish_simulcast(
+                track,
+                source,
+                publication,
+                shared.clone(),
+            ));
+        } else if self.role.publishes_video {
             let layer = scenario.video.published_layer().clone();
             let track = room
                 .publish_track(TrackOptions::video(
@@ -328,9 +388,12 @@ impl Participant {
         room: Room,
         mut events: RoomEvents,
         mut selector: Option<Selector>,
+        qualities: Vec<Quality>,
         token_at: Instant,
         shared: Arc<RunShared>,
     ) {
+        // Video tracks shown so far: the layout's qualities apply in this order.
+        let mut shown = 0usize;
         if let Some(s) = selector.as_mut() {
             s.catch_up(&room).await;
         }
@@ -362,6 +425,27 @@ impl Participant {
                         stats: Mutex::new(TrackStats::new(token_at)),
                     });
                     lock(&self.subscriptions).push(subscription.clone());
+                    if remote.kind() == TrackKind::Video {
+                        let quality = qualities
+                            .get(shown)
+                            .or(qualities.last())
+                            .copied()
+                            .unwrap_or_default();
+                        shown += 1;
+                        if quality != Quality::High {
+                            let remote = remote.clone();
+                            tokio::spawn(async move {
+                                let wanted = match quality {
+                                    Quality::Low => VideoQuality::Low,
+                                    Quality::Medium => VideoQuality::Medium,
+                                    Quality::High => VideoQuality::High,
+                                };
+                                if let Err(e) = remote.set_quality(wanted).await {
+                                    tracing::warn!(error = %e, "setting the quality failed");
+                                }
+                            });
+                        }
+                    }
                     tokio::spawn(read_track(remote, subscription, shared.clone()));
                 }
                 RoomEvent::Disconnected { reason, message } => {
@@ -463,7 +547,8 @@ async fn read_track(remote: RemoteTrack, subscription: Arc<Subscription>, shared
         }
         match stamp {
             Some(stamp) if stamp.intact => {
-                s.sequence.record(stamp.counter);
+                s.sequence
+                    .record(stamp.layer, stamp.counter, resolution.is_some());
                 s.latency.record(stamp.latency(wall));
             }
             _ => s.bad_payloads += 1,
@@ -531,6 +616,62 @@ async fn publish_video(
         s.write_errors += errors;
         s.keyframe_requests += requested;
         s.keyframes += u64::from(keyframe);
+        s.frames += 1;
+    }
+}
+
+/// Publishes every layer of a simulcast track at the lowest layer's frame rate, answering
+/// keyframe requests per layer; layers the server paused (dynacast) skip their frames and
+/// resume on a keyframe. Counts what all layers sent as one publication.
+async fn publish_simulcast(
+    track: LocalTrack,
+    mut source: SimulcastVp8,
+    publication: Arc<Publication>,
+    shared: Arc<RunShared>,
+) {
+    let mut requests = track.keyframe_requests();
+    let mut tick = tokio::time::interval(source.frame_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let mut requested = 0;
+        while let Some(request) = requests.try_recv() {
+            requested += 1;
+            if let Some(rid) = track.rid_of_ssrc(request.media_ssrc()) {
+                source.request_keyframe(rid);
+            }
+        }
+        let (mut sent, mut bytes, mut errors, mut keyframes) = (0u64, 0u64, 0u64, 0u64);
+        for (index, packets) in source.next_frames(|rid| track.layer_active(rid)) {
+            let rid = source.rid(index).to_owned();
+            keyframes += u64::from(
+                packets
+                    .first()
+                    .is_some_and(|p| vp8_keyframe_resolution(&p.payload).is_some()),
+            );
+            for packet in &packets {
+                match track.write_layer_rtp(&rid, packet).await {
+                    Ok(true) => {
+                        sent += 1;
+                        bytes += packet.payload.len() as u64;
+                    }
+                    Ok(false) => {}
+                    Err(ClientError::Closed) => return,
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+        shared.tx_packets.fetch_add(sent, Ordering::Relaxed);
+        let mut s = lock(&publication.stats);
+        s.packets += sent;
+        s.bytes += bytes;
+        s.write_errors += errors;
+        s.keyframe_requests += requested;
+        s.keyframes += keyframes;
         s.frames += 1;
     }
 }

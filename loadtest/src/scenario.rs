@@ -82,9 +82,7 @@ impl Layer {
 pub struct VideoSpec {
     /// Codec.
     pub codec: VideoCodec,
-    /// Publish every layer (simulcast) or only the top one. The SDK publishes one encoding
-    /// per track and the server has no simulcast yet, so with `true` only the top layer is
-    /// sent and the report says so.
+    /// Publish every layer as RID simulcast (q/h/f or the names given), or only the top one.
     pub simulcast: bool,
     /// Layers, lowest first; without simulcast the last one is published.
     pub layers: Vec<Layer>,
@@ -145,7 +143,7 @@ impl VideoSpec {
         }
     }
 
-    /// The layer that is actually published: the top one (see [`VideoSpec::simulcast`]).
+    /// The top layer: the one published without simulcast.
     pub fn published_layer(&self) -> &Layer {
         self.layers.last().expect("validated: at least one layer")
     }
@@ -193,8 +191,8 @@ pub enum Quality {
 pub struct Layout {
     /// Video tracks shown at most (`None` = every track). Audio is always subscribed.
     pub max_video_tracks: Option<u32>,
-    /// Quality wanted per shown video track, in order; the last applies to the rest. Carried
-    /// into the report only: the server has no per-subscriber layer selection yet.
+    /// Quality wanted per shown video track, in order; the last applies to the rest. Sent to
+    /// the server as each subscriber's layer request (simulcast publishers).
     pub qualities: Vec<Quality>,
 }
 
@@ -401,22 +399,10 @@ impl Scenario {
     /// Things this scenario asks for that the current server or SDK cannot do, for the report.
     pub fn limitations(&self) -> Vec<String> {
         let mut notes = vec![];
-        if self.video_publishers > 0 && self.video.simulcast && self.video.layers.len() > 1 {
-            let top = self.video.published_layer();
-            notes.push(format!(
-                "simulcast requested with {} layers, but the SDK publishes one encoding per track \
-                 and the server has no simulcast yet (issue 4): only the top layer {:?} ({}, {} \
-                 kbit/s) is published",
-                self.video.layers.len(),
-                top.name,
-                top.resolution(),
-                top.bitrate_bps / 1000
-            ));
-        }
-        if self.layout.qualities.iter().any(|q| *q != Quality::High) {
+        if self.layout.qualities.iter().any(|q| *q != Quality::High) && !self.video.simulcast {
             notes.push(
-                "layout qualities other than \"high\" are not applied: the server forwards the \
-                 publisher's only layer to everyone (no per-subscriber layer selection yet)"
+                "layout qualities other than \"high\" have no effect without simulcast: each \
+                 publisher sends one layer"
                     .into(),
             );
         }
@@ -478,7 +464,19 @@ mod tests {
         assert_eq!(s.total_participants(), 100);
         assert_eq!(s.video.published_layer().width, 1280);
         assert_eq!(s.expected_tracks(0), 2 + 3);
-        assert_eq!(s.limitations().len(), 2);
+        assert!(
+            s.limitations().is_empty(),
+            "simulcast applies the qualities"
+        );
+        let plain = Scenario {
+            video: VideoSpec::default(),
+            ..s
+        };
+        assert_eq!(
+            plain.limitations().len(),
+            1,
+            "qualities without simulcast do nothing"
+        );
     }
 
     #[test]

@@ -233,6 +233,58 @@ impl SequenceTracker {
     }
 }
 
+/// Loss accounting for a stream that may switch between simulcast layers: each layer numbers
+/// its packets on its own, so counters are tracked per stretch of one layer (a segment, which
+/// the server starts on a keyframe of the new layer) and summed.
+#[derive(Debug, Default, Clone)]
+pub struct LayeredSequence {
+    layer: Option<u8>,
+    current: SequenceTracker,
+    /// Totals of the finished segments: expected, received, duplicates.
+    done: (u64, u64, u64),
+    /// Layer changes seen.
+    pub switches: u64,
+}
+
+impl LayeredSequence {
+    /// Records counter `c` of layer `layer`; `keyframe_start` marks where a switch may begin.
+    /// A packet of another layer that starts no keyframe is a late one from before a switch:
+    /// received, not counted against either segment.
+    pub fn record(&mut self, layer: u8, c: u64, keyframe_start: bool) {
+        match self.layer {
+            Some(l) if l == layer => self.current.record(c),
+            Some(_) if !keyframe_start => self.done.1 += 1,
+            current => {
+                if current.is_some() {
+                    self.switches += 1;
+                    let t = std::mem::take(&mut self.current);
+                    self.done.0 += t.expected();
+                    self.done.1 += t.received();
+                    self.done.2 += t.duplicates();
+                }
+                self.layer = Some(layer);
+                self.current.record(c);
+            }
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.done.0 + self.current.expected()
+    }
+
+    pub fn received(&self) -> u64 {
+        self.done.1 + self.current.received()
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.done.2 + self.current.duplicates()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received())
+    }
+}
+
 /// Everything measured for one subscriber's copy of one track.
 #[derive(Debug, Clone)]
 pub struct TrackStats {
@@ -242,8 +294,8 @@ pub struct TrackStats {
     pub first_packet_at: Option<Instant>,
     /// Last packet.
     pub last_packet_at: Option<Instant>,
-    /// Counters of the stamps.
-    pub sequence: SequenceTracker,
+    /// Counters of the stamps, per simulcast layer segment.
+    pub sequence: LayeredSequence,
     /// RTP packets read (including any without a readable stamp).
     pub packets: u64,
     /// Packets whose payload had no readable stamp or a corrupted filler.
@@ -267,7 +319,7 @@ impl TrackStats {
             token_at,
             first_packet_at: None,
             last_packet_at: None,
-            sequence: SequenceTracker::default(),
+            sequence: LayeredSequence::default(),
             packets: 0,
             bad_payloads: 0,
             bytes: 0,
@@ -384,6 +436,28 @@ mod tests {
         assert_eq!(s.duplicates(), 3);
         assert_eq!(s.expected(), 1991);
         assert_eq!(s.received(), 7);
+    }
+
+    #[test]
+    fn layered_sequence_counts_each_segment_on_its_own() {
+        let mut s = LayeredSequence::default();
+        // Layer 0: counters 100..=109 with 105 lost.
+        for c in (100..110).filter(|&c| c != 105) {
+            s.record(0, c, c == 100);
+        }
+        // Switch to layer 2 on its keyframe; a late layer-0 packet after it is not a switch.
+        s.record(2, 5000, true);
+        s.record(0, 105, false);
+        for c in 5001..5010 {
+            s.record(2, c, false);
+        }
+        // Back to layer 0 much later: its counters moved on; the gap is not loss.
+        s.record(0, 400, true);
+        s.record(0, 401, false);
+        assert_eq!(s.switches, 2);
+        assert_eq!(s.expected(), 10 + 10 + 2);
+        assert_eq!(s.received(), 9 + 1 + 10 + 2);
+        assert_eq!(s.lost(), 0, "the late packet filled the one hole");
     }
 
     #[test]

@@ -92,6 +92,50 @@ async fn one_publisher_three_subscribers_under_one_percent_loss() {
     server.shutdown().await;
 }
 
+/// A simulcast publisher and subscribers asking for low then high: every layer is sent, each
+/// subscriber receives the layer it asked for, and loss (per layer segment) stays under 1%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_subscribers_get_the_layers_they_ask_for() {
+    use prism_loadtest::scenario::{Layout, Quality, VideoSpec};
+    let (server, url) = start(test_config()).await;
+    let scenario = Scenario {
+        name: "simulcast".into(),
+        url,
+        video_publishers: 1,
+        audio_publishers: 0,
+        subscribers: 2,
+        duration_secs: 4.0,
+        settle_secs: 2.0,
+        video: VideoSpec::simulcast_720p(1_500_000),
+        layout: Layout {
+            max_video_tracks: None,
+            qualities: vec![Quality::Low],
+        },
+        ..Scenario::default()
+    };
+    let outcome = run(scenario).await;
+    let report = &outcome.report;
+    println!("{}", report.render());
+    assert!(outcome.fatal.is_none() && !outcome.interrupted);
+    assert!(report.is_clean(), "{:?}", report.notes);
+    assert!(
+        report.notes.iter().all(|n| !n.contains("simulcast")),
+        "{:?}",
+        report.notes
+    );
+    let video = report.video.as_ref().expect("video received");
+    assert_eq!(video.tracks, 2);
+    assert!(video.loss_pct < 1.0, "loss {}%", video.loss_pct);
+    // Both subscribers asked for the lowest layer, and got it.
+    assert_eq!(
+        video.layers.get("q 320x180"),
+        Some(&2),
+        "{:?}",
+        video.layers
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn unreachable_server_is_a_clear_fatal_error() {
     let outcome = run(Scenario {

@@ -60,4 +60,23 @@ mod tests {
         assert!(super::from_json::<SignalRequest>(r#"{"offer":{"sdp":5}}"#).is_err());
         assert!(super::from_json::<SignalRequest>("not json").is_err());
     }
+
+    /// The same bytes clients/web/test/data.test.mjs expects from the browser SDK's codec.
+    #[test]
+    fn data_packet_binary_matches_the_browser_sdk_fixture() {
+        use prost::Message;
+        let packet = crate::signal::DataPacket {
+            sender_identity: "al".into(),
+            payload: vec![1, 2],
+            topic: "t".into(),
+            kind: crate::signal::data_packet::Kind::Lossy as i32,
+            destination_identities: vec!["b".into()],
+        };
+        assert_eq!(
+            packet.encode_to_vec(),
+            [
+                0x0a, 2, 0x61, 0x6c, 0x12, 2, 1, 2, 0x1a, 1, 0x74, 0x20, 1, 0x2a, 1, 0x62
+            ]
+        );
+    }
 }

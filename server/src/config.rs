@@ -176,6 +176,19 @@ pub struct RtcConfig {
     pub socket_recv_buffer: usize,
     /// SO_SNDBUF requested for each media socket. Default 4 MiB.
     pub socket_send_buffer: usize,
+    /// STUN/TURN servers offered to WHIP/WHEP clients (`Link` headers). Default none: the
+    /// server is ICE-lite on its advertised addresses.
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+/// A STUN or TURN server clients may use, e.g. `{ urls = ["turn:turn.example.com:3478"],
+/// username = "u", credential = "p" }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
 }
 
 /// Room lifecycle settings.
@@ -253,6 +266,7 @@ impl Default for RtcConfig {
             ice_failed_timeout_ms: 15_000,
             socket_recv_buffer: 4 * 1024 * 1024,
             socket_send_buffer: 4 * 1024 * 1024,
+            ice_servers: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod media;
+pub mod metrics;
 pub mod room;
 pub mod transport;
 pub mod webhooks;
@@ -75,6 +76,8 @@ impl Server {
         let state = AppState {
             rooms: rooms.clone(),
             verifier: verifier.clone(),
+            whip: Default::default(),
+            metrics: Arc::new(metrics::Metrics::new(rooms.clone(), transport.clone())),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr)

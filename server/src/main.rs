@@ -54,7 +54,8 @@ enum TokenCommand {
 
 #[derive(Args)]
 struct TokenArgs {
-    #[arg(long)]
+    /// The room the token is for; may be left out with --admin (then it covers every room).
+    #[arg(long, default_value = "")]
     room: String,
     #[arg(long)]
     identity: String,
@@ -70,6 +71,9 @@ struct TokenArgs {
     no_publish: bool,
     #[arg(long)]
     no_subscribe: bool,
+    /// Also grant room_admin, room_create and room_list (the control plane, drain mode).
+    #[arg(long)]
+    admin: bool,
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -118,9 +122,15 @@ fn create_token(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
         .keys
         .get(&key)
         .with_context(|| format!("API key {key:?} is not configured"))?;
+    if args.room.is_empty() && !args.admin {
+        anyhow::bail!("--room is required (only an --admin token may cover every room)");
+    }
     let grants = Grants {
         can_publish: !args.no_publish,
         can_subscribe: !args.no_subscribe,
+        room_admin: args.admin,
+        room_create: args.admin,
+        room_list: args.admin,
         ..Grants::default()
     };
     Ok(AccessToken::new(&key, secret)

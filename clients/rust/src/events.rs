@@ -4,12 +4,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use prism_proto::signal::{DisconnectReason, ParticipantInfo, SubscriptionUpdate, TrackInfo};
+use prism_proto::signal::{
+    DisconnectReason, LayerActivity, ParticipantInfo, SubscriptionUpdate, TrackInfo,
+};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::error::ClientError;
-use crate::track::RemoteTrack;
+use crate::layers::StreamState;
+use crate::remote::RemoteTrack;
 
 /// State of the participant's one peer connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,24 @@ pub enum RoomEvent {
     },
     /// The server's view of one subscription changed.
     SubscriptionUpdate(SubscriptionUpdate),
+    /// What the server forwards of a subscribed video track changed: another simulcast layer
+    /// (once the switch is complete), or paused/resumed. Also in
+    /// [`RemoteTrack::stream_state`].
+    StreamStateChanged {
+        /// The track.
+        track_sid: String,
+        /// Its new state.
+        state: StreamState,
+    },
+    /// Dynacast: the server told us which simulcast layers of one of our tracks subscribers
+    /// need. Already applied: inactive layers are no longer sent (see
+    /// [`LocalTrack::layers`](crate::LocalTrack::layers)).
+    SubscribedLayersChanged {
+        /// Our track.
+        track_sid: String,
+        /// Each layer and whether it is needed, as the server sent them.
+        layers: Vec<LayerActivity>,
+    },
     /// The server changed this participant's info (name, metadata, permissions, state), e.g.
     /// through the control plane. Revoked publish permission also unpublishes our tracks
     /// (`TrackUnpublished`); revoked subscribe permission ends our subscriptions.

@@ -69,6 +69,17 @@
 //! Keyframe requests (RTCP PLI/FIR) the server sends toward a published track are surfaced by
 //! [`LocalTrack::keyframe_requests`]; see the `rtcp` module notes in the source for how they
 //! get past webrtc-rs' interceptor chain.
+//!
+//! Simulcast: [`TrackOptions::simulcast_video`] publishes one video track as RID layers (each
+//! its own SSRC, declared to the server with its size), written per layer with
+//! [`LocalTrack::write_layer_rtp`]; [`synthetic::SimulcastVp8`] and
+//! [`synthetic::publish_simulcast_vp8`] do it for you. [`LocalTrack::set_layer_active`] stops a
+//! layer; the server's dynacast updates stop and resume layers nobody needs by themselves
+//! ([`RoomEvent::SubscribedLayersChanged`]). A subscriber picks a layer with
+//! [`RemoteTrack::set_quality`], [`RemoteTrack::set_dimensions`] or pauses with
+//! [`RemoteTrack::set_paused`], and sees what the server forwards in
+//! [`RemoteTrack::stream_state`] ([`RoomEvent::StreamStateChanged`]);
+//! [`synthetic::check_continuity`] verifies that what arrived is one continuous stream.
 
 #![warn(missing_docs)]
 
@@ -76,25 +87,29 @@ pub mod control;
 mod data;
 mod error;
 mod events;
+mod layers;
 mod negotiation;
+mod remote;
 mod room;
 mod rtcp;
 mod signaling;
 mod state;
+mod subscriber;
 pub mod synthetic;
 mod track;
 
 pub use data::{DataOptions, MAX_DATA_PAYLOAD};
 pub use error::{ClientError, Result};
 pub use events::{ConnectionState, RoomEvent, RoomEvents};
+pub use layers::{LayerState, SimulcastLayer, StreamState, TrackSettings};
 /// Access tokens: build one for a participant (or an admin) with [`AccessToken`]. The same
 /// implementation the server verifies them with.
 pub use prism_proto::auth::{AccessToken, AuthError, Grants};
+/// Simulcast quality a subscriber asks for (re-exported from `prism-proto`).
+pub use prism_proto::signal::VideoQuality;
+pub use remote::{RemoteTrack, SenderReportTime};
 pub use room::{ConnectOptions, Room};
-pub use track::{
-    Codec, KeyframeRequest, KeyframeRequests, LocalTrack, RemoteTrack, SenderReportTime, TrackKind,
-    TrackOptions,
-};
+pub use track::{Codec, KeyframeRequest, KeyframeRequests, LocalTrack, TrackKind, TrackOptions};
 
 /// The signaling message types the SDK speaks (re-exported from `prism-proto`).
 pub use prism_proto::signal as proto;

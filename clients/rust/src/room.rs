@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prism_proto::signal::{
     AddTrackRequest, DisconnectReason, JoinResponse, LeaveRequest, MuteTrackRequest,
-    ParticipantInfo, Ping, Room as RoomInfo, SessionDescription, TrackInfo, UnpublishTrackRequest,
-    UpdateSubscriptionRequest, signal_request, signal_response, subscription_update,
+    ParticipantInfo, Ping, Room as RoomInfo, SessionDescription, SubscribedLayersUpdate, TrackInfo,
+    UnpublishTrackRequest, UpdateSubscriptionRequest, signal_request, signal_response,
+    subscription_update,
 };
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Registry;
@@ -30,11 +31,14 @@ use webrtc::peer_connection::{
 use crate::data::{DataChannels, DataOptions};
 use crate::error::{ClientError, Result};
 use crate::events::{ConnectionState, RoomEvent, RoomEvents};
+use crate::layers::{SettingsChange, TrackSettings};
 use crate::negotiation::{Negotiator, RemoteOffer};
+use crate::remote::{RemoteTrack, RtxRepair};
 use crate::rtcp::{self, KeyframeRequestForwarder};
 use crate::signaling::{self, Incoming, SignalReader, SignalWriter};
 use crate::state::RoomState;
-use crate::track::{LocalTrack, LocalTrackShared, RemoteTrack, RtxRepair, TrackKind, TrackOptions};
+use crate::subscriber::SubscriberBook;
+use crate::track::{LocalTrack, LocalTrackShared, TrackKind, TrackOptions};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -89,6 +93,11 @@ pub(crate) enum Command {
         subscribe: bool,
         reply: oneshot::Sender<Result<()>>,
     },
+    TrackSettings {
+        sid: String,
+        change: SettingsChange,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Leave {
         reply: oneshot::Sender<Result<()>>,
     },
@@ -99,6 +108,7 @@ pub(crate) enum Command {
 struct Snapshot {
     state: RoomState,
     remote_tracks: HashMap<String, RemoteTrack>,
+    subscriber: SubscriberBook,
     rtt: Option<Duration>,
     connection: Option<ConnectionState>,
     closed: bool,
@@ -216,6 +226,7 @@ impl Room {
         }));
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let engine = Engine {
+            handle_commands: cmd_tx.downgrade(),
             pc,
             writer,
             reader,
@@ -330,7 +341,7 @@ impl Room {
             height: options.height,
             mime_type: options.codec.mime_type().to_owned(),
             muted: false,
-            layers: vec![],
+            layers: options.simulcast.iter().map(|l| l.to_proto()).collect(),
         };
         let published = self
             .command(|reply| Command::Publish {
@@ -370,6 +381,24 @@ impl Room {
                 Err(ClientError::Timeout("trackPublished"))
             }
         }
+    }
+
+    /// What we asked the server to forward of a subscribed video track (see
+    /// [`RemoteTrack::set_quality`] and its siblings).
+    pub fn track_settings(&self, track_sid: &str) -> TrackSettings {
+        lock(&self.inner.shared).subscriber.settings(track_sid)
+    }
+
+    /// Replaces the settings of a subscribed video track (layer choice, paused). Settings for
+    /// a track not yet subscribed are sent once the server reports the subscription.
+    pub async fn set_track_settings(&self, track_sid: &str, settings: TrackSettings) -> Result<()> {
+        let sid = track_sid.to_owned();
+        self.command(|reply| Command::TrackSettings {
+            sid,
+            change: SettingsChange::Replace(settings),
+            reply,
+        })
+        .await
     }
 
     /// Subscribes to tracks (for rooms joined with `auto_subscribe: false`).
@@ -565,6 +594,8 @@ enum Exit {
 
 /// The room task: owns the socket, the peer connection and all negotiation.
 struct Engine {
+    /// Given to remote tracks so they can send commands; weak so it does not keep us alive.
+    handle_commands: mpsc::WeakSender<Command>,
     pc: Arc<dyn PeerConnection>,
     writer: SignalWriter,
     reader: SignalReader,
@@ -705,6 +736,14 @@ impl Engine {
                 });
                 let _ = reply.send(self.send(message).await);
             }
+            Command::TrackSettings { sid, change, reply } => {
+                let message = lock(&self.shared).subscriber.change(&sid, change);
+                let result = match message {
+                    Some(m) => self.send(signal_request::Message::TrackSettings(m)).await,
+                    None => Ok(()),
+                };
+                let _ = reply.send(result);
+            }
             Command::Leave { reply } => {
                 // Handled by the loop; unreachable here, answer anyway.
                 let _ = reply.send(Ok(()));
@@ -737,6 +776,7 @@ impl Engine {
             .await?
             .ok_or_else(|| ClientError::Protocol("transceiver without sender".into()))?;
         *shared.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        *shared.transceiver.lock().unwrap_or_else(|e| e.into_inner()) = Some(transceiver);
         let (tx, rx) = oneshot::channel();
         self.pending_publications.insert(shared.cid.clone(), tx);
         self.local_tracks.insert(shared.cid.clone(), shared);
@@ -931,9 +971,53 @@ impl Engine {
                         Some(Duration::from_millis((now - pong.timestamp) as u64));
                 }
             }
-            other => self.handle_room_update(other),
+            M::StreamState(update) => {
+                let state = lock(&self.shared).subscriber.on_stream_state(&update);
+                self.emit(RoomEvent::StreamStateChanged {
+                    track_sid: update.track_sid,
+                    state,
+                });
+            }
+            M::SubscribedLayers(update) => self.on_subscribed_layers(update),
+            other => {
+                let resend = match &other {
+                    M::Subscription(m) => lock(&self.shared).subscriber.on_subscription(
+                        &m.track_sid,
+                        m.state() == subscription_update::State::Subscribed,
+                    ),
+                    _ => None,
+                };
+                self.handle_room_update(other);
+                if let Some(settings) = resend
+                    && let Err(e) = self
+                        .send(signal_request::Message::TrackSettings(settings))
+                        .await
+                {
+                    tracing::debug!(error = %e, "track settings not sent");
+                }
+            }
         }
         None
+    }
+
+    /// Dynacast: the server says which layers of one of our tracks some subscriber needs.
+    fn on_subscribed_layers(&mut self, update: SubscribedLayersUpdate) {
+        let cid = lock(&self.shared)
+            .state
+            .local
+            .tracks
+            .iter()
+            .find(|t| t.sid == update.track_sid)
+            .map(|t| t.cid.clone());
+        let Some(track) = cid.and_then(|cid| self.local_tracks.get(&cid)) else {
+            tracing::debug!(sid = %update.track_sid, "layer update for a track we do not publish");
+            return;
+        };
+        track.set_wanted(&update.layers);
+        self.emit(RoomEvent::SubscribedLayersChanged {
+            track_sid: update.track_sid,
+            layers: update.layers,
+        });
     }
 
     /// Participant/track/subscription pushes: update the snapshot, resolve publications,
@@ -943,6 +1027,20 @@ impl Engine {
         let mut gone: Vec<(String, String)> = vec![];
         let events = {
             let mut snap = lock(&self.shared);
+            // Tracks that go away with this message: forget what we asked for them.
+            let ended: Vec<String> = match &message {
+                M::TrackUnpublished(m) => vec![m.track_sid.clone()],
+                M::ParticipantLeft(m) => snap
+                    .state
+                    .participants
+                    .get(&m.participant_sid)
+                    .map(|p| p.tracks.iter().map(|t| t.sid.clone()).collect())
+                    .unwrap_or_default(),
+                _ => vec![],
+            };
+            for sid in &ended {
+                snap.subscriber.forget(sid);
+            }
             let events = snap.state.apply(&message);
             match &message {
                 M::TrackPublished(m) if m.participant_sid == snap.state.local.sid => {
@@ -1000,18 +1098,20 @@ impl Engine {
                     tracing::warn!(%sid, "remote track of unknown kind ignored");
                     return;
                 };
-                let remote = RemoteTrack {
-                    sid: sid.clone(),
-                    participant_sid: participant_sid.clone(),
-                    kind,
-                    track,
-                    repair: Arc::new(RtxRepair::new()),
-                    sender_report: Default::default(),
-                };
-                let info = {
+                let (remote, info) = {
                     let mut snap = lock(&self.shared);
+                    let remote = RemoteTrack {
+                        sid: sid.clone(),
+                        participant_sid: participant_sid.clone(),
+                        kind,
+                        track,
+                        repair: Arc::new(RtxRepair::new()),
+                        sender_report: Default::default(),
+                        stream_state: snap.subscriber.watch_stream_state(&sid),
+                        commands: self.handle_commands.clone(),
+                    };
                     snap.remote_tracks.insert(sid.clone(), remote.clone());
-                    snap.state.track(&sid).map(|(_, info)| info)
+                    (remote, snap.state.track(&sid).map(|(_, info)| info))
                 };
                 let info = info.unwrap_or_else(|| TrackInfo {
                     sid: sid.clone(),

@@ -1,11 +1,11 @@
-//! Local (published) and remote (subscribed) tracks.
+//! Local (published) tracks, their options and codecs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prism_proto::signal::{TrackInfo, TrackKind as ProtoTrackKind, TrackSource};
+use prism_proto::signal::{LayerActivity, TrackInfo, TrackKind as ProtoTrackKind, TrackSource};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -13,13 +13,14 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
 use crate::error::{ClientError, Result};
+use crate::layers::{LayerState, SimulcastLayer};
 use crate::room::Command;
 
 /// Audio or video.
@@ -132,6 +133,9 @@ pub struct TrackOptions {
     pub width: u32,
     /// Video height in pixels (0 if unknown or audio).
     pub height: u32,
+    /// Simulcast layers (video only), lowest first; empty for a single stream. Each layer is
+    /// its own RTP stream with its own SSRC; write to it with [`LocalTrack::write_layer_rtp`].
+    pub simulcast: Vec<SimulcastLayer>,
 }
 
 impl TrackOptions {
@@ -143,6 +147,21 @@ impl TrackOptions {
             source: TrackSource::Camera,
             width,
             height,
+            simulcast: vec![],
+        }
+    }
+
+    /// A camera video track sent as RID simulcast with these layers (lowest first); its size
+    /// is the top layer's.
+    pub fn simulcast_video(
+        name: impl Into<String>,
+        codec: Codec,
+        layers: Vec<SimulcastLayer>,
+    ) -> Self {
+        let (width, height) = layers.last().map_or((0, 0), |l| (l.width, l.height));
+        Self {
+            simulcast: layers,
+            ..Self::video(name, codec, width, height)
         }
     }
 
@@ -154,6 +173,7 @@ impl TrackOptions {
             source: TrackSource::Microphone,
             width: 0,
             height: 0,
+            simulcast: vec![],
         }
     }
 
@@ -176,6 +196,15 @@ pub enum KeyframeRequest {
         /// The SSRC the request is about.
         media_ssrc: u32,
     },
+}
+
+impl KeyframeRequest {
+    /// The SSRC the request is about (see [`LocalTrack::rid_of_ssrc`] for its layer).
+    pub fn media_ssrc(&self) -> u32 {
+        match *self {
+            KeyframeRequest::Pli { media_ssrc } | KeyframeRequest::Fir { media_ssrc } => media_ssrc,
+        }
+    }
 }
 
 /// Keyframe requests of one local track; see [`LocalTrack::keyframe_requests`].
@@ -209,61 +238,131 @@ impl KeyframeRequests {
     }
 }
 
-const PT_UNKNOWN: u16 = u16::MAX;
+/// One RTP stream of a local track: the track itself, or one simulcast layer of it.
+pub(crate) struct LocalLayer {
+    /// "" for a track without simulcast.
+    pub(crate) rid: String,
+    pub(crate) ssrc: u32,
+    /// The rid header extension's value, made once.
+    rid_value: Bytes,
+    sent: AtomicU64,
+}
+
+/// What the latest negotiation decided for a local track's packets.
+#[derive(Clone)]
+struct Negotiated {
+    payload_type: u8,
+    /// The mid extension (id, value) and the rid extension id, which a simulcast layer's
+    /// packets carry: the server's engine learns from them which SSRC is which layer (the SDP
+    /// of a RID-based section names no SSRCs).
+    mid: Option<(u8, Bytes)>,
+    rid_id: Option<u8>,
+}
 
 /// State of a local track shared between its handle and the room task.
 pub(crate) struct LocalTrackShared {
     pub(crate) cid: String,
     pub(crate) codec: Codec,
-    pub(crate) ssrc: u32,
-    /// Negotiated payload type, `PT_UNKNOWN` until looked up; reset after each negotiation.
-    payload_type: AtomicU16,
+    pub(crate) layers: Vec<LocalLayer>,
+    simulcast: bool,
+    layer_state: watch::Sender<Vec<LayerState>>,
+    /// `None` until looked up; reset after each negotiation.
+    negotiated: std::sync::Mutex<Option<Negotiated>>,
     pub(crate) track: Arc<TrackLocalStaticSample>,
     pub(crate) sender: std::sync::Mutex<Option<Arc<dyn RtpSender>>>,
+    pub(crate) transceiver: std::sync::Mutex<Option<Arc<dyn RtpTransceiver>>>,
     keyframes: broadcast::Sender<KeyframeRequest>,
 }
 
 impl LocalTrackShared {
-    /// Builds the webrtc track for `options` (random SSRC, msid `<stream_id> <cid>`).
+    /// Builds the webrtc track for `options` (a random SSRC per layer, msid
+    /// `<stream_id> <cid>`).
     pub(crate) fn new(options: &TrackOptions, stream_id: String) -> Result<Arc<Self>> {
+        let simulcast = !options.simulcast.is_empty();
+        if simulcast && options.kind() != TrackKind::Video {
+            return Err(ClientError::InvalidArgument(
+                "simulcast is for video tracks".into(),
+            ));
+        }
+        let rids: Vec<&str> = if simulcast {
+            options.simulcast.iter().map(|l| l.rid.as_str()).collect()
+        } else {
+            vec![""]
+        };
+        for (i, rid) in rids.iter().enumerate() {
+            if simulcast && (rid.is_empty() || rids[..i].contains(rid)) {
+                return Err(ClientError::InvalidArgument(format!(
+                    "simulcast layer rids must be distinct and non-empty: {rids:?}"
+                )));
+            }
+        }
         let cid = format!("TC_{:016x}", rand::random::<u64>());
-        let ssrc = rand::random::<u32>() | 1;
+        let layers: Vec<LocalLayer> = rids
+            .iter()
+            .map(|rid| LocalLayer {
+                rid: (*rid).to_owned(),
+                ssrc: rand::random::<u32>() | 1,
+                rid_value: Bytes::copy_from_slice(rid.as_bytes()),
+                sent: AtomicU64::new(0),
+            })
+            .collect();
+        let encodings = layers
+            .iter()
+            .map(|l| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: l.rid.clone(),
+                    ssrc: Some(l.ssrc),
+                    ..Default::default()
+                },
+                codec: options.codec.rtc_codec(),
+                ..Default::default()
+            })
+            .collect();
         let media = MediaStreamTrack::new(
             stream_id,
             cid.clone(),
             options.name.clone(),
             options.kind().to_rtc(),
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: options.codec.rtc_codec(),
-                ..Default::default()
-            }],
+            encodings,
         );
         let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), media)?);
         let (keyframes, _) = broadcast::channel(16);
+        let states = layers
+            .iter()
+            .map(|l| LayerState {
+                rid: l.rid.clone(),
+                ssrc: l.ssrc,
+                enabled: true,
+                wanted: true,
+            })
+            .collect();
         Ok(Arc::new(Self {
             cid,
             codec: options.codec,
-            ssrc,
-            payload_type: AtomicU16::new(PT_UNKNOWN),
+            layers,
+            simulcast,
+            layer_state: watch::channel(states).0,
+            negotiated: std::sync::Mutex::new(None),
             track,
             sender: std::sync::Mutex::new(None),
+            transceiver: std::sync::Mutex::new(None),
             keyframes,
         }))
     }
 
-    /// Forgets the payload type so the next write looks it up again (after a renegotiation).
+    /// Forgets what was negotiated so the next write looks it up again (after a renegotiation).
     pub(crate) fn invalidate_payload_type(&self) {
-        self.payload_type.store(PT_UNKNOWN, Ordering::Relaxed);
+        *self.negotiated.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn payload_type(&self) -> Result<u8> {
-        let cached = self.payload_type.load(Ordering::Relaxed);
-        if cached != PT_UNKNOWN {
-            return Ok(cached as u8);
+    async fn negotiated(&self) -> Result<Negotiated> {
+        if let Some(n) = self
+            .negotiated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(n);
         }
         let sender = self
             .sender
@@ -273,7 +372,7 @@ impl LocalTrackShared {
             .ok_or(ClientError::Closed)?;
         let params = sender.get_parameters().await?;
         let mime = self.codec.mime_type();
-        let pt = params
+        let payload_type = params
             .rtp_parameters
             .codecs
             .iter()
@@ -282,8 +381,80 @@ impl LocalTrackShared {
             .ok_or_else(|| {
                 ClientError::Protocol(format!("{mime} was not negotiated for this track"))
             })?;
-        self.payload_type.store(pt as u16, Ordering::Relaxed);
-        Ok(pt)
+        let extension_id = |uri: &str| {
+            params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .and_then(|e| u8::try_from(e.id).ok())
+        };
+        let (mut mid, mut rid_id) = (None, None);
+        if self.simulcast {
+            let transceiver = self
+                .transceiver
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mid_value = match transceiver {
+                Some(t) => t.mid().await?,
+                None => None,
+            };
+            mid = extension_id(SDES_MID_URI).zip(mid_value.map(Bytes::from));
+            rid_id = extension_id(SDES_RTP_STREAM_ID_URI);
+            if mid.is_none() || rid_id.is_none() {
+                return Err(ClientError::Protocol(
+                    "simulcast needs the mid and rid header extensions negotiated".into(),
+                ));
+            }
+        }
+        let n = Negotiated {
+            payload_type,
+            mid,
+            rid_id,
+        };
+        *self.negotiated.lock().unwrap_or_else(|p| p.into_inner()) = Some(n.clone());
+        Ok(n)
+    }
+
+    /// Applies the server's dynacast update; true if a layer changed.
+    pub(crate) fn set_wanted(&self, layers: &[LayerActivity]) -> bool {
+        self.layer_state.send_if_modified(|states| {
+            let mut changed = false;
+            for update in layers {
+                if let Some(s) = states.iter_mut().find(|s| s.rid == update.rid)
+                    && s.wanted != update.active
+                {
+                    s.wanted = update.active;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
+    fn layer(&self, rid: &str) -> Option<&LocalLayer> {
+        self.layers.iter().find(|l| l.rid == rid)
+    }
+
+    async fn write(&self, layer: &LocalLayer, packet: &rtc::rtp::Packet) -> Result<()> {
+        let negotiated = self.negotiated().await?;
+        let mut packet = packet.clone();
+        packet.header.ssrc = layer.ssrc;
+        packet.header.payload_type = negotiated.payload_type;
+        // Extensions are per-leg; unnegotiated ids would be rejected.
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        if let (Some((mid_id, mid)), Some(rid_id)) = (negotiated.mid, negotiated.rid_id) {
+            packet
+                .header
+                .set_extension(mid_id, mid)
+                .and_then(|_| packet.header.set_extension(rid_id, layer.rid_value.clone()))
+                .map_err(|e| ClientError::Protocol(format!("header extension: {e}")))?;
+        }
+        self.track.write_rtp(packet).await?;
+        layer.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Reads RTCP delivered to this track until it is unbound, publishing keyframe requests.
@@ -315,8 +486,10 @@ impl LocalTrackShared {
 
 /// A track this participant publishes.
 ///
-/// Cheap to clone. Write either raw RTP ([`write_rtp`](Self::write_rtp)) or encoded frames
-/// ([`write_sample`](Self::write_sample)) to it, not both: each numbers packets its own way.
+/// Cheap to clone. Write either raw RTP ([`write_rtp`](Self::write_rtp), or
+/// [`write_layer_rtp`](Self::write_layer_rtp) for each layer of a simulcast track) or encoded
+/// frames ([`write_sample`](Self::write_sample)) to it, not both: each numbers packets its own
+/// way.
 #[derive(Clone)]
 pub struct LocalTrack {
     pub(crate) shared: Arc<LocalTrackShared>,
@@ -330,7 +503,7 @@ impl std::fmt::Debug for LocalTrack {
             .field("sid", &self.info.sid)
             .field("cid", &self.shared.cid)
             .field("codec", &self.shared.codec)
-            .field("ssrc", &self.shared.ssrc)
+            .field("layers", &*self.shared.layer_state.borrow())
             .finish()
     }
 }
@@ -356,27 +529,110 @@ impl LocalTrack {
         self.shared.codec
     }
 
-    /// The SSRC its packets are sent with.
+    /// The SSRC its packets are sent with (the lowest layer's, for a simulcast track).
     pub fn ssrc(&self) -> u32 {
-        self.shared.ssrc
+        self.shared.layers[0].ssrc
     }
 
-    /// Sends one RTP packet. SSRC and payload type are rewritten to the negotiated ones;
-    /// sequence number, timestamp, marker and payload are sent as given.
+    /// Whether it is sent as simulcast.
+    pub fn is_simulcast(&self) -> bool {
+        self.shared.simulcast
+    }
+
+    /// The simulcast layer an SSRC belongs to (e.g. of a [`KeyframeRequest`]); `Some("")` for
+    /// the one stream of a track without simulcast.
+    pub fn rid_of_ssrc(&self, ssrc: u32) -> Option<&str> {
+        self.shared
+            .layers
+            .iter()
+            .find(|l| l.ssrc == ssrc)
+            .map(|l| l.rid.as_str())
+    }
+
+    /// Its layers (one, with rid "", for a track without simulcast) and whether each is sent.
+    pub fn layers(&self) -> Vec<LayerState> {
+        self.shared.layer_state.borrow().clone()
+    }
+
+    /// The layers, updated whenever the application or the server (dynacast) turns one on or
+    /// off.
+    pub fn watch_layers(&self) -> watch::Receiver<Vec<LayerState>> {
+        self.shared.layer_state.subscribe()
+    }
+
+    /// Whether the layer is sent now: enabled here and wanted by the server. False for an
+    /// unknown rid.
+    pub fn layer_active(&self, rid: &str) -> bool {
+        self.shared
+            .layer_state
+            .borrow()
+            .iter()
+            .any(|s| s.rid == rid && s.active())
+    }
+
+    /// Starts or stops sending one layer (as a browser's `encodings[i].active`): while
+    /// inactive, [`write_layer_rtp`](Self::write_layer_rtp) drops its packets. Independent of
+    /// what the server wants (dynacast); a layer is sent when both want it.
+    pub fn set_layer_active(&self, rid: &str, active: bool) -> Result<()> {
+        let mut found = false;
+        self.shared.layer_state.send_if_modified(|states| {
+            let Some(s) = states.iter_mut().find(|s| s.rid == rid) else {
+                return false;
+            };
+            found = true;
+            let changed = s.enabled != active;
+            s.enabled = active;
+            changed
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(ClientError::InvalidArgument(format!("no layer {rid:?}")))
+        }
+    }
+
+    /// RTP packets handed to the connection for this layer so far.
+    pub fn packets_sent(&self, rid: &str) -> u64 {
+        self.shared
+            .layer(rid)
+            .map_or(0, |l| l.sent.load(Ordering::Relaxed))
+    }
+
+    /// Sends one RTP packet of a track without simulcast. SSRC and payload type are rewritten
+    /// to the negotiated ones; sequence number, timestamp, marker and payload are sent as given.
     pub async fn write_rtp(&self, packet: &rtc::rtp::Packet) -> Result<()> {
-        let mut packet = packet.clone();
-        packet.header.ssrc = self.shared.ssrc;
-        packet.header.payload_type = self.shared.payload_type().await?;
-        // Extensions are per-leg; unnegotiated ids would be rejected.
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        self.shared.track.write_rtp(packet).await?;
-        Ok(())
+        if self.shared.simulcast {
+            return Err(ClientError::InvalidArgument(
+                "a simulcast track is written per layer: use write_layer_rtp".into(),
+            ));
+        }
+        self.shared.write(&self.shared.layers[0], packet).await
     }
 
-    /// Packetizes and sends one encoded frame (or audio packet) lasting `duration`.
+    /// Sends one RTP packet of simulcast layer `rid`, as [`write_rtp`](Self::write_rtp) does,
+    /// adding the mid and rid header extensions. Returns false, sending nothing, while the
+    /// layer is inactive (see [`layer_active`](Self::layer_active)).
+    pub async fn write_layer_rtp(&self, rid: &str, packet: &rtc::rtp::Packet) -> Result<bool> {
+        let layer = self
+            .shared
+            .layer(rid)
+            .ok_or_else(|| ClientError::InvalidArgument(format!("no layer {rid:?}")))?;
+        if !self.layer_active(rid) {
+            return Ok(false);
+        }
+        self.shared.write(layer, packet).await?;
+        Ok(true)
+    }
+
+    /// Packetizes and sends one encoded frame (or audio packet) lasting `duration` (tracks
+    /// without simulcast).
     pub async fn write_sample(&self, data: Bytes, duration: Duration) -> Result<()> {
-        let pt = self.shared.payload_type().await?;
+        if self.shared.simulcast {
+            return Err(ClientError::InvalidArgument(
+                "write_sample does not support simulcast tracks".into(),
+            ));
+        }
+        let pt = self.shared.negotiated().await?.payload_type;
         let sample = Sample {
             data,
             duration,
@@ -384,13 +640,13 @@ impl LocalTrack {
         };
         self.shared
             .track
-            .write_sample(self.shared.ssrc, pt, &sample, &[])
+            .write_sample(self.ssrc(), pt, &sample, &[])
             .await?;
         Ok(())
     }
 
-    /// PLI/FIR requests the server sends for this track. Each call gives an independent
-    /// receiver that sees requests from now on.
+    /// PLI/FIR requests the server sends for this track (any of its layers). Each call gives
+    /// an independent receiver that sees requests from now on.
     pub fn keyframe_requests(&self) -> KeyframeRequests {
         KeyframeRequests {
             rx: self.shared.keyframes.subscribe(),
@@ -421,189 +677,5 @@ impl LocalTrack {
         let cid = self.shared.cid.clone();
         self.command(|reply| Command::Unpublish { cid, reply })
             .await
-    }
-}
-
-/// A subscribed track's media.
-#[derive(Clone)]
-pub struct RemoteTrack {
-    pub(crate) sid: String,
-    pub(crate) participant_sid: String,
-    pub(crate) kind: TrackKind,
-    pub(crate) track: Arc<dyn TrackRemote>,
-    pub(crate) repair: Arc<RtxRepair>,
-    pub(crate) sender_report: Arc<std::sync::Mutex<Option<SenderReportTime>>>,
-}
-
-/// The sender's clock as its latest RTCP sender report states it: this NTP time (32.32 fixed
-/// point seconds since 1900) corresponds to this RTP timestamp of the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SenderReportTime {
-    /// NTP timestamp.
-    pub ntp: u64,
-    /// RTP timestamp at that instant.
-    pub rtp: u32,
-}
-
-/// Undoes RFC 4588 retransmission wrapping for a remote track. webrtc-rs 0.21.1 only unwraps RTX
-/// when the receiving transceiver has codec preferences, which a transceiver created by a
-/// remote offer does not; its RTX packets then reach the application still wrapped (RTX SSRC,
-/// RTX payload type, original sequence number in the first two payload bytes).
-#[derive(Debug, Default)]
-pub(crate) struct RtxRepair {
-    /// RTX SSRC → primary SSRC, from the track's negotiated codings.
-    pairs: std::sync::Mutex<Vec<(u32, u32)>>,
-    /// SSRCs seen that are not RTX (so their packets need no look-up).
-    plain: std::sync::Mutex<Vec<u32>>,
-    /// Payload type of the primary stream, learned from its packets.
-    primary_payload_type: AtomicU16,
-}
-
-impl RtxRepair {
-    const UNKNOWN: u16 = u16::MAX;
-
-    pub(crate) fn new() -> Self {
-        Self {
-            pairs: Default::default(),
-            plain: Default::default(),
-            primary_payload_type: AtomicU16::new(Self::UNKNOWN),
-        }
-    }
-
-    fn primary_of(&self, ssrc: u32) -> Option<u32> {
-        let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
-        pairs.iter().find(|(rtx, _)| *rtx == ssrc).map(|(_, p)| *p)
-    }
-
-    fn is_primary(&self, ssrc: u32) -> bool {
-        let plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
-        plain.contains(&ssrc)
-    }
-
-    fn mark_primary(&self, ssrc: u32) {
-        let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
-        if !plain.contains(&ssrc) && plain.len() < 16 {
-            plain.push(ssrc);
-        }
-    }
-
-    fn learn(&self, codings: &[rtc::rtp_transceiver::rtp_sender::RTCRtpEncodingParameters]) {
-        let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
-        pairs.clear();
-        pairs.extend(codings.iter().filter_map(|c| {
-            let p = &c.rtp_coding_parameters;
-            Some((p.rtx.as_ref()?.ssrc, p.ssrc?))
-        }));
-    }
-
-    /// Rewrites an RTX packet into the packet it repairs; false when it carries nothing (a
-    /// padding-only probe) and should be skipped.
-    fn unwrap(&self, packet: &mut rtc::rtp::Packet, primary_ssrc: u32) -> bool {
-        let primary_pt = self.primary_payload_type.load(Ordering::Relaxed);
-        if packet.payload.len() < 2 || primary_pt == Self::UNKNOWN {
-            return false;
-        }
-        packet.header.sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
-        packet.header.ssrc = primary_ssrc;
-        packet.header.payload_type = primary_pt as u8;
-        packet.payload = packet.payload.slice(2..);
-        true
-    }
-}
-
-impl std::fmt::Debug for RemoteTrack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteTrack")
-            .field("sid", &self.sid)
-            .field("participant_sid", &self.participant_sid)
-            .field("kind", &self.kind)
-            .finish()
-    }
-}
-
-impl RemoteTrack {
-    /// Track sid (from the msid).
-    pub fn sid(&self) -> &str {
-        &self.sid
-    }
-
-    /// Publisher's participant sid (from the msid).
-    pub fn participant_sid(&self) -> &str {
-        &self.participant_sid
-    }
-
-    /// Audio or video.
-    pub fn kind(&self) -> TrackKind {
-        self.kind
-    }
-
-    /// The next RTP packet of this track, payload intact. Fails with
-    /// [`ClientError::TrackEnded`] once the track is gone. Read steadily: the queue in front
-    /// of this holds 256 packets and drops beyond that.
-    pub async fn read_rtp(&self) -> Result<rtc::rtp::Packet> {
-        loop {
-            match self.track.poll().await {
-                Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
-                    let ssrc = packet.header.ssrc;
-                    if !self.repair.is_primary(ssrc) && self.repair.primary_of(ssrc).is_none() {
-                        // A stream not seen before: (re)read the negotiated SSRC pairs.
-                        self.repair.learn(&self.track.codings().await);
-                    }
-                    match self.repair.primary_of(ssrc) {
-                        Some(primary) => {
-                            if !self.repair.unwrap(&mut packet, primary) {
-                                continue;
-                            }
-                        }
-                        None => {
-                            self.repair.mark_primary(ssrc);
-                            self.repair
-                                .primary_payload_type
-                                .store(packet.header.payload_type as u16, Ordering::Relaxed);
-                        }
-                    }
-                    return Ok(packet);
-                }
-                Some(TrackRemoteEvent::OnRtcpPacket(packets)) => {
-                    for p in packets {
-                        if let Some(sr) = p
-                            .as_any()
-                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
-                        {
-                            let mut last =
-                                self.sender_report.lock().unwrap_or_else(|p| p.into_inner());
-                            *last = Some(SenderReportTime {
-                                ntp: sr.ntp_time,
-                                rtp: sr.rtp_time,
-                            });
-                        }
-                    }
-                }
-                Some(TrackRemoteEvent::OnEnded) | None => return Err(ClientError::TrackEnded),
-                Some(_) => continue,
-            }
-        }
-    }
-
-    /// The latest sender report received for this track (updated while [`Self::read_rtp`] is
-    /// being called).
-    pub fn last_sender_report(&self) -> Option<SenderReportTime> {
-        *self.sender_report.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Asks the publisher (through the server) for a keyframe.
-    pub async fn request_keyframe(&self) -> Result<()> {
-        let ssrc = webrtc::media_stream::Track::ssrcs(&*self.track)
-            .await
-            .first()
-            .copied()
-            .unwrap_or(0);
-        self.track
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            })])
-            .await?;
-        Ok(())
     }
 }

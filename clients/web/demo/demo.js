@@ -234,7 +234,7 @@ function tileFor(participant, local = false, screen = false) {
       const publication = videoPublication(participant, screen);
       publication?.setQuality(quality.value);
     });
-    // The rendered size, so the server can pick a layer that fits (once it selects layers).
+    // The rendered size, so the server can pick the smallest layer that covers it.
     new ResizeObserver(() => {
       const publication = videoPublication(participant, screen);
       const dpr = window.devicePixelRatio || 1;
@@ -373,7 +373,9 @@ function formatStats(publication, s) {
   if (s.direction === 'outbound') {
     const head = `${publication.source} ${kbps(s.bitrate)} rtt ${ms(s.rtt)} loss ${pct(s.lossPercent)}`;
     if (publication.kind !== TrackKind.Video) return head;
-    const layers = s.layers.map((l) => `  ${l.rid ?? '·'} ${size(l.width, l.height)} ${fps(l.fps)} ${kbps(l.bitrate)}`);
+    const layers = s.layers.map(
+      (l) => `  ${l.rid ?? '·'} ${l.active ? `${size(l.width, l.height)} ${fps(l.fps)} ${kbps(l.bitrate)}` : 'off'}`,
+    );
     return [head + (s.qualityLimitation ? ` (limited: ${s.qualityLimitation})` : ''), ...layers].join('\n');
   }
   if (s.kind === 'video') {
@@ -424,6 +426,7 @@ window.prismDemo = {
             trackSid: publication.sid,
             framesDecoded: s.framesDecoded ?? 0,
             frameWidth: s.frameWidth ?? 0,
+            freezeCount: s.freezeCount ?? 0,
             packetsReceived: s.packetsReceived ?? 0,
             totalSamplesReceived: s.totalSamplesReceived ?? 0,
           });

@@ -24,3 +24,4 @@ export {
   createMicrophoneTrack,
 } from './participant.js';
 export { Negotiator } from './negotiation.js';
+export { DataKind, DataPacketError, decodeDataPacket, encodeDataPacket } from './data.js';

@@ -1,6 +1,8 @@
 // Participants and their track publications, as the room keeps them. Plain objects with a
 // little behaviour; the room owns the signaling and the peer connection they act through.
 
+import { Emitter } from './emitter.js';
+
 export const TrackKind = Object.freeze({ Audio: 'audio', Video: 'video' });
 
 export const TrackSource = Object.freeze({
@@ -45,8 +47,103 @@ export async function createMicrophoneTrack(constraints) {
   return stream.getAudioTracks()[0];
 }
 
+// ------------------------------------------------------------------ simulcast bookkeeping
+// The layers we publish, which of them are sent (our own choice and the server's dynacast
+// wish), and what the server forwards to us. No WebRTC API here (unit-tested in node).
+
+/** Simulcast encodings, lowest first: rid, downscale, bitrate cap. */
+export const SIMULCAST = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_700_000 }),
+]);
+
+const QUALITY_FROM_PROTO = { LOW: 'low', MEDIUM: 'medium', HIGH: 'high' };
+
+/**
+ * Which layers of a local track are sent: a layer is sent when the application has not
+ * stopped it (setLayerActive) and the server has not said no subscriber needs it (dynacast).
+ */
+export class LayerActivity {
+  #enabled = new Map();
+  #wanted = new Map();
+
+  constructor(rids) {
+    this.rids = [...rids];
+  }
+
+  /** The application's choice; false stops the layer whatever the server wants. */
+  setEnabled(rid, enabled) {
+    if (!this.rids.includes(rid)) throw new RangeError(`no simulcast layer '${rid}'`);
+    this.#enabled.set(rid, Boolean(enabled));
+  }
+
+  /** The server's SubscribedLayersUpdate; returns whether any layer changed. */
+  setWanted(layers) {
+    let changed = false;
+    for (const { rid = '', active = false } of layers) {
+      if (!this.rids.includes(rid) || this.#wanted.get(rid) === active) continue;
+      this.#wanted.set(rid, active);
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** A new session: the server will say again what it needs; until then, send everything. */
+  resetWanted() {
+    this.#wanted.clear();
+  }
+
+  isActive(rid) {
+    return this.#enabled.get(rid) !== false && this.#wanted.get(rid) !== false;
+  }
+
+  /** [{rid, enabled, wanted, active}] in layer order. */
+  states() {
+    return this.rids.map((rid) => ({
+      rid,
+      enabled: this.#enabled.get(rid) !== false,
+      wanted: this.#wanted.get(rid) !== false,
+      active: this.isActive(rid),
+    }));
+  }
+
+  /**
+   * Sets `active` on the encodings (from RTCRtpSender.getParameters) to match; returns whether
+   * anything changed, i.e. whether setParameters is needed.
+   */
+  applyTo(encodings) {
+    let changed = false;
+    for (const encoding of encodings ?? []) {
+      if (!encoding.rid || !this.rids.includes(encoding.rid)) continue;
+      const active = this.isActive(encoding.rid);
+      if (encoding.active !== active) {
+        encoding.active = active;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+}
+
+/**
+ * A StreamStateUpdate (protobuf JSON, absent fields defaulted) as the SDK exposes it:
+ * {paused, rid, quality: 'low' | 'medium' | 'high' | null, width, height}.
+ */
+export function streamStateFromProto(m) {
+  return {
+    paused: m.state === 'PAUSED',
+    rid: m.rid ?? '',
+    quality: QUALITY_FROM_PROTO[m.quality] ?? null,
+    width: m.width ?? 0,
+    height: m.height ?? 0,
+  };
+}
+
+// ------------------------------------------------------------------ publications
+
 /** What every publication has, from the server's TrackInfo. */
-export class TrackPublication {
+export class TrackPublication extends Emitter {
   sid = '';
   kind = TrackKind.Video;
   source = TrackSource.Unknown;
@@ -91,6 +188,12 @@ export class RemoteTrackPublication extends TrackPublication {
   wantSubscribed;
   /** Latest display settings sent to the server. */
   settings = { quality: VideoQuality.Auto, width: 0, height: 0, paused: false };
+  /**
+   * What the server forwards (from its latest StreamStateUpdate), null until it said:
+   * {paused, rid, quality, width, height}. Changes emit 'streamStateChanged' here and
+   * RoomEvent.StreamStateChanged on the room.
+   */
+  streamState = null;
   #room;
 
   constructor(room, participant, info, autoSubscribe) {
@@ -128,6 +231,12 @@ export class RemoteTrackPublication extends TrackPublication {
     this.#updateSettings({ paused: Boolean(paused) });
   }
 
+  /** The server's StreamStateUpdate (or null when the subscription ended). */
+  _setStreamState(state) {
+    this.streamState = state;
+    this.emit('streamStateChanged', state);
+  }
+
   #updateSettings(change) {
     const next = { ...this.settings, ...change };
     const same = Object.keys(next).every((k) => next[k] === this.settings[k]);
@@ -147,6 +256,10 @@ export class LocalTrackPublication extends TrackPublication {
   /** Stop the MediaStreamTrack when it is unpublished (true for tracks the SDK captured). */
   stopOnUnpublish;
   #room;
+  /** Which simulcast layers are sent (null without simulcast). */
+  #layers = null;
+  /** setParameters calls, one at a time (concurrent ones fail). */
+  #encodingsQueue = Promise.resolve();
 
   constructor(room, track, { source, name, simulcast, stopOnUnpublish }) {
     super();
@@ -160,6 +273,7 @@ export class LocalTrackPublication extends TrackPublication {
     this.stopOnUnpublish = Boolean(stopOnUnpublish);
     /** The browser's id for the track, sent as addTrack.cid and carried in the msid. */
     this.cid = track.id;
+    if (this.simulcast) this.#layers = new LayerActivity(SIMULCAST.map((e) => e.rid));
     // One stream per track: its id is the msid stream id of this sender.
     this.stream = new MediaStream([track]);
   }
@@ -170,6 +284,60 @@ export class LocalTrackPublication extends TrackPublication {
 
   mute() {
     return this.#room._setLocalMuted(this, true);
+  }
+
+  /**
+   * The simulcast layers and whether each is sent: [{rid, enabled, wanted, active}], where
+   * `enabled` is ours (setLayerActive) and `wanted` the server's (dynacast). Empty without
+   * simulcast.
+   */
+  get layerStates() {
+    return this.#layers?.states() ?? [];
+  }
+
+  /** Whether a simulcast layer is sent now. */
+  isLayerActive(rid) {
+    return this.#layers?.isActive(rid) ?? false;
+  }
+
+  /**
+   * Starts or stops sending one simulcast layer ('q', 'h' or 'f'); the server's dynacast
+   * wishes still apply on top. Resolves once the sender's encodings are updated.
+   */
+  setLayerActive(rid, active) {
+    if (!this.#layers) throw new Error('this track is not published with simulcast');
+    this.#layers.setEnabled(rid, active);
+    return this._syncEncodings();
+  }
+
+  /** Dynacast: the server's SubscribedLayersUpdate. Emits 'subscribedLayersChanged'. */
+  _setWanted(layers) {
+    if (!this.#layers) return Promise.resolve();
+    this.#layers.setWanted(layers);
+    this.emit('subscribedLayersChanged', this.layerStates);
+    return this._syncEncodings();
+  }
+
+  /** A new connection: the server will say again what it needs. */
+  _resetWanted() {
+    this.#layers?.resetWanted();
+  }
+
+  /** The encodings a new transceiver starts with. */
+  _sendEncodings() {
+    return SIMULCAST.map((e) => ({ ...e, active: this.isLayerActive(e.rid) }));
+  }
+
+  /** Brings the sender's encodings' `active` in line with the layer states. */
+  _syncEncodings() {
+    const run = async () => {
+      const sender = this.sender;
+      if (!sender || !this.#layers) return;
+      const params = sender.getParameters();
+      if (this.#layers.applyTo(params.encodings)) await sender.setParameters(params);
+    };
+    this.#encodingsQueue = this.#encodingsQueue.then(run, run);
+    return this.#encodingsQueue;
   }
 
   unmute() {
@@ -224,6 +392,11 @@ export class LocalParticipant extends Participant {
   /** Our publication of a source, including one still waiting for its sid. */
   getTrack(source) {
     return this.#room.localPublications.find((p) => p.source === source);
+  }
+
+  /** Sends a data message; see Room.publishData. */
+  publishData(payload, options) {
+    return this.#room.publishData(payload, options);
   }
 
   /** Publishes a MediaStreamTrack; resolves with its publication once the server named it. */

@@ -11,10 +11,13 @@ import {
   QUALITY_TO_PROTO,
   RemoteParticipant,
   RemoteTrackPublication,
+  SIMULCAST,
   TrackKind,
   TrackSource,
   sourceToProto,
+  streamStateFromProto,
 } from './participant.js';
+import { DataKind, decodeDataPacket, encodeDataPacket } from './data.js';
 import { msidsByMid, simulcastCodecs } from './sdp.js';
 import { SignalClient } from './signaling.js';
 import { trackStats } from './stats.js';
@@ -32,6 +35,10 @@ export const RoomEvent = Object.freeze({
   LocalTrackPublished: 'localTrackPublished',
   LocalTrackUnpublished: 'localTrackUnpublished',
   ActiveSpeakers: 'activeSpeakers',
+  StreamStateChanged: 'streamStateChanged',
+  SubscribedLayersChanged: 'subscribedLayersChanged',
+  /** A data message: `{ payload: Uint8Array, topic, kind, senderIdentity, participant }`. */
+  DataReceived: 'dataReceived',
   ConnectionState: 'connectionState',
   Reconnecting: 'reconnecting',
   Reconnected: 'reconnected',
@@ -63,12 +70,6 @@ const DEFAULTS = {
   rtcConfig: {},
 };
 
-/** Simulcast encodings, lowest first: rid, downscale, bitrate cap. */
-const SIMULCAST = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_700_000 },
-];
 const SCREEN_BITRATE = 2_500_000;
 const RECONNECT_BACKOFF_MS = [0, 300, 1000, 2000, 3000];
 
@@ -97,10 +98,11 @@ class Session {
   timers = new Set();
   closed = false;
 
-  constructor(signal, pc, dataChannel) {
+  constructor(signal, pc, dataChannel, lossyChannel) {
     this.signal = signal;
     this.pc = pc;
     this.dataChannel = dataChannel;
+    this.lossyChannel = lossyChannel;
   }
 
   timer(fn, ms) {
@@ -180,6 +182,46 @@ export class Room extends Emitter {
     return this.#session?.pc ?? null;
   }
 
+  /**
+   * Sends a data message to everyone else in the room, or to `destinationIdentities`.
+   * `reliable` (default) is ordered and retransmitted; lossy is neither, for state that is
+   * soon stale. Needs the can_publish_data grant (the server answers a signalError otherwise).
+   * @param {Uint8Array|string} payload
+   * @param {{reliable?: boolean, topic?: string, destinationIdentities?: string[]}} [options]
+   */
+  async publishData(payload, { reliable = true, topic = '', destinationIdentities = [] } = {}) {
+    const session = this.#session;
+    if (!session) throw new Error('not connected');
+    const channel = reliable ? session.dataChannel : session.lossyChannel;
+    if (channel.readyState === 'connecting') {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the data channel did not open')), 10_000);
+        channel.addEventListener('open', () => resolve(clearTimeout(timer)), { once: true });
+      });
+    }
+    if (channel.readyState !== 'open') throw new Error(`the data channel is ${channel.readyState}`);
+    const kind = reliable ? DataKind.Reliable : DataKind.Lossy;
+    channel.send(encodeDataPacket({ payload, topic, kind, destinationIdentities }));
+  }
+
+  #onData(data) {
+    let packet;
+    try {
+      packet = decodeDataPacket(new Uint8Array(data));
+    } catch (e) {
+      console.warn('prism: dropped a malformed data message', e);
+      return;
+    }
+    const participant = [...this.participants.values()].find((p) => p.identity === packet.senderIdentity);
+    this.emit(RoomEvent.DataReceived, {
+      payload: packet.payload,
+      topic: packet.topic,
+      kind: packet.kind === DataKind.Lossy ? 'lossy' : 'reliable',
+      senderIdentity: packet.senderIdentity,
+      participant,
+    });
+  }
+
   /** Subscribes to (or unsubscribes from) tracks by sid. */
   setSubscribed(trackSids, subscribed) {
     this._send({ subscription: { trackSids, subscribe: subscribed } });
@@ -214,9 +256,11 @@ export class Room extends Emitter {
         credential: s.credential,
       })),
     });
-    // The first offer always has an m-line, even with nothing published: the data channel.
+    // The first offer always has an m-line, even with nothing published: the data channels,
+    // which carry data messages (protobuf binary DataPackets, see data.js).
     const dataChannel = pc.createDataChannel('_reliable');
-    const session = new Session(client, pc, dataChannel);
+    const lossyChannel = pc.createDataChannel('_lossy', { ordered: false, maxRetransmits: 0 });
+    const session = new Session(client, pc, dataChannel, lossyChannel);
     this.#session = session;
     this.#wire(session);
     this.#applyJoin(join);
@@ -229,6 +273,12 @@ export class Room extends Emitter {
 
   #wire(session) {
     const { signal, pc } = session;
+    for (const channel of [session.dataChannel, session.lossyChannel]) {
+      channel.binaryType = 'arraybuffer';
+      channel.onmessage = ({ data }) => {
+        if (session === this.#session) this.#onData(data);
+      };
+    }
     signal.on('message', (m) => {
       if (session === this.#session) this.#onSignal(session, m);
     });
@@ -288,6 +338,8 @@ export class Room extends Emitter {
     else if (m.trackMuted) this.#onTrackMuted(m.trackMuted);
     else if (m.subscription) this.#onSubscriptionUpdate(m.subscription);
     else if (m.speakersChanged) this.#onSpeakers(m.speakersChanged.speakers ?? []);
+    else if (m.streamState) this.#onStreamState(m.streamState);
+    else if (m.subscribedLayers) this.#onSubscribedLayers(m.subscribedLayers);
     else if (m.leave) {
       const reason = (m.leave.reason ?? 'UNKNOWN_REASON').toLowerCase();
       this.#end(reason, { leave: false });
@@ -361,6 +413,7 @@ export class Room extends Emitter {
   #dropRemoteTrack(publication) {
     const track = publication.track;
     publication.subscribed = false;
+    if (publication.streamState) publication._setStreamState(null);
     if (!track) return;
     publication.track = null;
     publication.receiver = null;
@@ -421,6 +474,22 @@ export class Room extends Emitter {
         this.emit(RoomEvent.TrackSubscriptionFailed, publication, publication.participant, error ?? '');
       }
     }
+  }
+
+  #onStreamState(update) {
+    const publication = this.#remotePublication(update.trackSid);
+    if (!publication) return;
+    const state = streamStateFromProto(update);
+    publication._setStreamState(state);
+    this.emit(RoomEvent.StreamStateChanged, publication, state, publication.participant);
+  }
+
+  /** Dynacast: pause (or resume) encoding the layers of our track that nobody needs. */
+  #onSubscribedLayers({ trackSid, layers = [] }) {
+    const publication = this.localParticipant.tracks.get(trackSid);
+    if (!(publication instanceof LocalTrackPublication)) return;
+    publication._setWanted(layers).catch((e) => console.warn('prism: simulcast layers not updated', e));
+    this.emit(RoomEvent.SubscribedLayersChanged, publication, publication.layerStates);
   }
 
   #onSpeakers(updates) {
@@ -544,8 +613,9 @@ export class Room extends Emitter {
     });
     const init = { direction: 'sendonly', streams: [publication.stream] };
     if (video) {
+      publication._resetWanted();
       init.sendEncodings = publication.simulcast
-        ? SIMULCAST.map((e) => ({ ...e }))
+        ? publication._sendEncodings()
         : [{ maxBitrate: publication.source === TrackSource.ScreenShare ? SCREEN_BITRATE : 1_700_000 }];
     }
     const transceiver = session.pc.addTransceiver(track, init);

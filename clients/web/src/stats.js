@@ -26,8 +26,13 @@ function codecOf(report, stat) {
   return codec?.mimeType ?? null;
 }
 
-/** The simulcast layer a remote video is being sent, judged from its decoded width. */
+/**
+ * The simulcast layer a remote video is being sent: as the server says (its StreamStateUpdate;
+ * 'paused' when it forwards nothing), else judged from the decoded width.
+ */
 function layerOf(publication, width) {
+  const state = publication.streamState;
+  if (state) return state.paused ? 'paused' : state.rid || null;
   if (!width || !publication.simulcast) return null;
   const layers = publication.layers.filter((l) => l.width > 0);
   if (layers.length) {

@@ -67,10 +67,12 @@ export class PrismServer {
   #child = null;
   #log;
 
-  constructor(env = {}) {
+  /** `logName`: the server's log file in the results directory (one per test file). */
+  constructor(env = {}, { logName = 'prism.log' } = {}) {
     this.env = env;
     this.bin = prismBinary();
-    this.#log = createWriteStream(path.join(resultsDir, 'prism.log'), { flags: 'w' });
+    this.logName = logName;
+    this.#log = createWriteStream(path.join(resultsDir, logName), { flags: 'w' });
   }
 
   get url() {
@@ -97,7 +99,7 @@ export class PrismServer {
     child.stderr.pipe(this.#log, { end: false });
     this.#child = child;
     await waitFor('the server to answer /healthz', async () => {
-      if (child.exitCode !== null) throw new Error(`prism exited with ${child.exitCode}; see ${resultsDir}/prism.log`);
+      if (child.exitCode !== null) throw new Error(`prism exited with ${child.exitCode}; see ${resultsDir}/${this.logName}`);
       const response = await fetch(`${this.url}/healthz`).catch(() => null);
       return response?.ok;
     }, { timeoutMs: 15_000, intervalMs: 100 });

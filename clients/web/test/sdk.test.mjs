@@ -1,8 +1,10 @@
-// Unit tests of the SDK's pure parts (no browser): negotiation bookkeeping and SDP reading.
+// Unit tests of the SDK's pure parts (no browser): negotiation bookkeeping, SDP reading and
+// simulcast layer bookkeeping.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { LayerActivity, SIMULCAST, streamStateFromProto } from '../src/participant.js';
 import { Negotiator } from '../src/negotiation.js';
 import { msidsByMid, simulcastCodecs } from '../src/sdp.js';
 
@@ -69,4 +71,44 @@ test('simulcast codecs leave RTX out and put the preferred codec first', () => {
     simulcastCodecs(codecs, 'video/VP8').map((c) => c.mimeType),
     ['video/VP8', 'video/VP9', 'video/H264'],
   );
+});
+
+test('a layer is sent when the application and the server both want it', () => {
+  const layers = new LayerActivity(SIMULCAST.map((e) => e.rid));
+  assert.deepEqual(layers.rids, ['q', 'h', 'f']);
+  assert.equal(layers.isActive('f'), true, 'everything is sent until someone says otherwise');
+  // Dynacast: only q is needed. Unknown rids are ignored.
+  assert.equal(layers.setWanted([{ rid: 'q', active: true }, { rid: 'h' }, { rid: 'f', active: false }, { rid: 'x', active: true }]), true);
+  assert.equal(layers.setWanted([{ rid: 'f', active: false }]), false, 'no change');
+  const encodings = [{ rid: 'q', active: true }, { rid: 'h', active: true }, { rid: 'f', active: true }];
+  assert.equal(layers.applyTo(encodings), true);
+  assert.deepEqual(encodings.map((e) => e.active), [true, false, false]);
+  assert.equal(layers.applyTo(encodings), false, 'already applied');
+  // The application stops q; the server wants f again.
+  layers.setEnabled('q', false);
+  layers.setWanted([{ rid: 'f', active: true }]);
+  layers.applyTo(encodings);
+  assert.deepEqual(encodings.map((e) => e.active), [false, false, true]);
+  assert.deepEqual(layers.states()[0], { rid: 'q', enabled: false, wanted: true, active: false });
+  assert.throws(() => layers.setEnabled('x', true), RangeError);
+  // A new session forgets the server's wishes, not the application's.
+  layers.resetWanted();
+  assert.deepEqual(layers.states().map((s) => s.active), [false, true, true]);
+});
+
+test('stream state from the protobuf JSON', () => {
+  assert.deepEqual(streamStateFromProto({ trackSid: 'TR_1', rid: 'h', quality: 'MEDIUM', width: 640, height: 360 }), {
+    paused: false,
+    rid: 'h',
+    quality: 'medium',
+    width: 640,
+    height: 360,
+  });
+  assert.deepEqual(streamStateFromProto({ trackSid: 'TR_1', state: 'PAUSED' }), {
+    paused: true,
+    rid: '',
+    quality: null,
+    width: 0,
+    height: 0,
+  });
 });

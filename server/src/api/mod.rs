@@ -1,11 +1,13 @@
-//! HTTP entry points: WebSocket signaling at `/rtc`, health endpoints, the demo page and SDK,
+//! HTTP entry points: WebSocket signaling at `/rtc`, WHIP/WHEP ([`whip`]), health endpoints, the demo page and SDK,
 //! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
 pub mod grpc;
+mod health;
 mod session;
 mod signaling;
 mod web;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::TokenVerifier;
+use crate::metrics::Metrics;
 use crate::room::RoomManager;
 
 /// What every handler shares.
@@ -23,6 +26,9 @@ use crate::room::RoomManager;
 pub struct AppState {
     pub rooms: Arc<RoomManager>,
     pub verifier: Arc<TokenVerifier>,
+    /// Live WHIP/WHEP sessions.
+    pub whip: Arc<whip::Sessions>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,8 +36,29 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/rtc", get(signaling::rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(whip::routes())
+        .route("/readyz", get(health::ready))
+        .route(
+            "/admin/drain",
+            get(health::drain_state)
+                .put(health::start_drain)
+                .delete(health::stop_drain),
+        )
+        .route("/metrics", get(metrics))
         .merge(web)
         .with_state(state)
+}
+
+/// Prometheus scrape (OpenMetrics text), computed from the live counters on each request.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// An HTTP error with a JSON body: `{"error": "...", "message": "..."}`.

@@ -40,6 +40,7 @@ fn room_error(request: &str, e: RoomError) -> SignalResponse {
         RoomError::InvalidArgument(_) => ErrorCode::BadRequest,
         RoomError::RoomFull(..) => ErrorCode::RoomFull,
         RoomError::RoomClosed(_) | RoomError::Transport(_) => ErrorCode::Internal,
+        RoomError::Draining => ErrorCode::NotAllowed,
     };
     error(code, request, e.to_string())
 }

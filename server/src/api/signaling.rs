@@ -71,6 +71,13 @@ pub async fn rtc(
     // only asks why, leaves no room behind. (A join racing
     // others for the last place may still be refused after the upgrade, with a ROOM_FULL
     // error message and close.)
+    if app.rooms.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            RoomError::Draining.to_string(),
+        ));
+    }
     match app.rooms.get(&claims.room) {
         Some(room) => {
             let max = room.settings.max_participants;
@@ -119,7 +126,7 @@ pub async fn rtc(
         .on_upgrade(move |socket| session::run(rooms, claims.room, spec, socket)))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     value
         .strip_prefix("Bearer ")

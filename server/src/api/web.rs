@@ -51,6 +51,7 @@ const ASSETS: &[Asset] = &[
     web_file!("/sdk/participant.js", "src/participant.js", JS),
     web_file!("/sdk/errors.js", "src/errors.js", JS),
     web_file!("/sdk/stats.js", "src/stats.js", JS),
+    web_file!("/sdk/data.js", "src/data.js", JS),
 ];
 
 /// Tokens from the demo endpoint last this long.

@@ -48,6 +48,8 @@ pub enum RoomError {
     NotAllowed(String),
     #[error("the media worker cannot take the request: {0}")]
     Transport(String),
+    #[error("this server is draining: it takes no new participants, try another node")]
+    Draining,
 }
 
 /// A server-assigned id with a readable prefix, e.g. `PA_3kT9x2QmZ1aB`.
@@ -80,6 +82,8 @@ pub struct RoomManager {
     transport: Arc<Transport>,
     config: Arc<Config>,
     events: Arc<EventBus>,
+    /// Drain mode: no new participants; the rooms here end when their last one leaves.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl RoomManager {
@@ -89,7 +93,24 @@ impl RoomManager {
             transport,
             config,
             events,
+            draining: Default::default(),
         })
+    }
+
+    /// Enters or leaves drain mode (joins refused while on; see [`RoomError::Draining`]).
+    pub fn set_draining(&self, on: bool) {
+        let was = self.draining.swap(on, std::sync::atomic::Ordering::Relaxed);
+        if was != on {
+            tracing::info!(draining = on, "drain mode changed");
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
     }
 
     pub fn events(&self) -> &Arc<EventBus> {
@@ -160,8 +181,11 @@ impl RoomManager {
     }
 
     /// The room to join: the existing one, or a new one on the least loaded worker when rooms
-    /// are created on first join.
+    /// are created on first join. Refused in drain mode.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RoomError> {
+        if self.is_draining() {
+            return Err(RoomError::Draining);
+        }
         if let Some(room) = self.get(name) {
             return Ok(room);
         }
@@ -187,6 +211,14 @@ impl RoomManager {
 
     pub fn participant_count(&self) -> usize {
         self.rooms.iter().map(|r| r.participant_count()).sum()
+    }
+
+    /// Published tracks and subscriptions over every room.
+    pub fn track_counts(&self) -> (usize, usize) {
+        self.rooms.iter().fold((0, 0), |(p, s), r| {
+            let (rp, rs) = r.track_counts();
+            (p + rp, s + rs)
+        })
     }
 
     /// Called when a participant left (or a room was created empty): an empty room closes

@@ -151,6 +151,13 @@ impl Room {
         self.lock().members.len()
     }
 
+    /// Tracks published in the room, and subscriptions to them.
+    pub fn track_counts(&self) -> (usize, usize) {
+        let s = self.lock();
+        let subscribed = s.members.values().map(|m| m.subscriptions.len()).sum();
+        (s.publications.len(), subscribed)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().members.is_empty()
     }

@@ -36,6 +36,8 @@ pub(crate) struct Connection {
     /// Latest round-trip time measured from the receiver reports of this connection.
     pub rtt: Option<std::time::Duration>,
     pub data_channels: super::data::DataChannels,
+    /// A viewer that cannot renegotiate (WHEP) has fixed senders; None for everyone else.
+    pub slots: Option<super::worker::viewer::Slots>,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +80,7 @@ impl Connection {
             connected: false,
             rtt: None,
             data_channels: Default::default(),
+            slots: None,
         }
     }
 

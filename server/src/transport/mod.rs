@@ -156,6 +156,12 @@ pub(crate) enum WorkerCommand {
         id: u32,
         reply: oneshot::Sender<Result<(), TransportError>>,
     },
+    /// The one offer of a viewer that cannot renegotiate (see `WorkerHandle::viewer_offer`).
+    ViewerOffer {
+        conn: ConnId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, TransportError>>,
+    },
     Candidate {
         conn: ConnId,
         candidate: String,
@@ -261,6 +267,15 @@ impl WorkerHandle {
     /// because a server offer is outstanding (glare: the client rolls back and answers ours).
     pub async fn offer(&self, conn: ConnId, sdp: String) -> Result<Option<String>, TransportError> {
         self.call(|reply| WorkerCommand::Offer { conn, sdp, reply })
+            .await?
+    }
+
+    /// Answers the only offer of a viewer that can never renegotiate (WHEP): the answer gives
+    /// each audio/video section the viewer offered to receive a fixed sender, and the
+    /// viewer's subscriptions take turns on those senders (one track per sender at a time,
+    /// the others waiting for it to free up) instead of adding senders.
+    pub async fn viewer_offer(&self, conn: ConnId, sdp: String) -> Result<String, TransportError> {
+        self.call(|reply| WorkerCommand::ViewerOffer { conn, sdp, reply })
             .await?
     }
 

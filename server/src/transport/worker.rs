@@ -106,6 +106,9 @@ const COUNTERS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 #[path = "worker_simulcast.rs"]
 mod simulcast;
 
+#[path = "worker_viewer.rs"]
+pub(super) mod viewer;
+
 /// How a worker treats media, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MediaPolicy {
@@ -1102,6 +1105,10 @@ impl Worker {
                 let result = self.on_client_offer(conn, sdp, now);
                 let _ = reply.send(result);
             }
+            WorkerCommand::ViewerOffer { conn, sdp, reply } => {
+                let result = self.on_viewer_offer(conn, sdp);
+                let _ = reply.send(result);
+            }
             WorkerCommand::Answer {
                 conn,
                 sdp,
@@ -1143,6 +1150,13 @@ impl Worker {
                 self.forget_pending(|spec| {
                     spec.subscriber == subscriber && spec.track_sid == track_sid
                 });
+                if let Some(slots) = self
+                    .conns
+                    .get_mut(&subscriber)
+                    .and_then(|c| c.slots.as_mut())
+                {
+                    slots.forget(&track_sid);
+                }
                 self.remove_down_track(subscriber, &track_sid, true)
             }
             WorkerCommand::Unpublish {
@@ -1232,6 +1246,12 @@ impl Worker {
             }
             return;
         };
+        if c.slots.is_some() {
+            // A viewer that cannot renegotiate: bind one of its fixed senders.
+            let receiver_id = receiver.id;
+            self.subscribe_slot(spec, receiver_id);
+            return;
+        }
         let ssrc = rand::random::<u32>();
         let track = MediaStreamTrack::new(
             spec.publisher_sid.clone(),
@@ -1317,10 +1337,13 @@ impl Worker {
         let Some(dt) = c.down_tracks.remove(&dt_id) else {
             return;
         };
-        if let Err(e) = c.pc.remove_track(dt.sender) {
-            tracing::debug!(conn = subscriber.0, error = %e, "remove_track");
+        let slotted = c.slots.is_some();
+        if !slotted {
+            if let Err(e) = c.pc.remove_track(dt.sender) {
+                tracing::debug!(conn = subscriber.0, error = %e, "remove_track");
+            }
+            c.negotiation.needed = true;
         }
-        c.negotiation.needed = true;
         if notify {
             c.emit(ConnEvent::Unsubscribed {
                 track_sid: track_sid.to_owned(),
@@ -1328,6 +1351,9 @@ impl Worker {
         }
         if let Some(r) = self.receivers.get_mut(&dt.receiver) {
             r.remove_subscriber(subscriber, dt_id);
+        }
+        if slotted && self.release_slot(subscriber, &dt) {
+            self.fill_slots(subscriber);
         }
         self.mark_dirty(subscriber);
     }

@@ -2,21 +2,25 @@
 //! payload descriptors and keyframe headers, and 20 ms Opus packets.
 //!
 //! Every packet's payload carries a [`Stamp`] after the codec headers: the sender's wall clock
-//! (microseconds since the UNIX epoch) and a per-source packet counter, followed by filler
-//! bytes derived from that counter. A receiver reads it back with [`parse_vp8`] or
+//! (microseconds since the UNIX epoch), a per-source packet counter and a layer byte (which
+//! simulcast layer sent it), followed by filler bytes derived from the counter. A receiver reads it back with [`parse_vp8`] or
 //! [`parse_opus`] to measure end-to-end latency, count losses independently of the RTP
 //! sequence numbers the SFU rewrites, and check that the payload arrived intact.
 
+mod continuity;
 mod opus;
+mod simulcast;
 mod vp8;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use continuity::{ContinuityReport, LayerSwitch, check_continuity};
 pub use opus::{OpusConfig, OpusSource};
-pub use vp8::{Vp8Config, Vp8Descriptor, Vp8Source, parse_vp8_descriptor};
+pub use simulcast::{SimulcastVp8, publish_simulcast_vp8};
+pub use vp8::{Vp8Config, Vp8Descriptor, Vp8PacketInfo, Vp8Source, parse_vp8_descriptor};
 
 /// Length of the stamp embedded in every payload.
-pub const STAMP_LEN: usize = 16;
+pub const STAMP_LEN: usize = 17;
 
 /// What a synthetic payload carries after its codec headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub struct Stamp {
     pub sent_at_micros: u64,
     /// Per-source packet counter, starting at 0.
     pub counter: u64,
+    /// The sender's layer marker ([`Vp8Config::layer`]; 0 for audio).
+    pub layer: u8,
     /// Whether the filler after the stamp is exactly what the sender wrote.
     pub intact: bool,
 }
@@ -52,10 +58,24 @@ fn filler(counter: u64, index: usize) -> u8 {
     (counter as u8).wrapping_mul(31).wrapping_add(index as u8)
 }
 
+/// What a payload's stamp says (see [`Stamp`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StampFields {
+    pub sent_at_micros: u64,
+    pub counter: u64,
+    pub layer: u8,
+}
+
 /// Appends stamp + filler so that `body` reaches `len` bytes in total (at least the stamp).
-pub(crate) fn write_stamped(body: &mut Vec<u8>, sent_at_micros: u64, counter: u64, len: usize) {
+pub(crate) fn write_stamped(body: &mut Vec<u8>, stamp: StampFields, len: usize) {
+    let StampFields {
+        sent_at_micros,
+        counter,
+        layer,
+    } = stamp;
     body.extend_from_slice(&sent_at_micros.to_be_bytes());
     body.extend_from_slice(&counter.to_be_bytes());
+    body.push(layer);
     let fill = len.saturating_sub(STAMP_LEN);
     body.extend((0..fill).map(|i| filler(counter, i)));
 }
@@ -67,6 +87,7 @@ pub fn read_stamp(bytes: &[u8]) -> Option<Stamp> {
     }
     let sent_at_micros = u64::from_be_bytes(bytes[0..8].try_into().ok()?);
     let counter = u64::from_be_bytes(bytes[8..16].try_into().ok()?);
+    let layer = bytes[16];
     let intact = bytes[STAMP_LEN..]
         .iter()
         .enumerate()
@@ -74,6 +95,7 @@ pub fn read_stamp(bytes: &[u8]) -> Option<Stamp> {
     Some(Stamp {
         sent_at_micros,
         counter,
+        layer,
         intact,
     })
 }
@@ -81,12 +103,7 @@ pub fn read_stamp(bytes: &[u8]) -> Option<Stamp> {
 /// Extracts the stamp from a synthetic VP8 RTP payload.
 pub fn parse_vp8(payload: &[u8]) -> Option<Stamp> {
     let descriptor = parse_vp8_descriptor(payload)?;
-    let mut offset = descriptor.len;
-    if descriptor.start_of_partition && descriptor.partition_index == 0 {
-        let first = *payload.get(offset)?;
-        offset += if first & 0x01 == 0 { 10 } else { 3 };
-    }
-    read_stamp(payload.get(offset..)?)
+    vp8::stamp_after(&descriptor, payload)
 }
 
 /// Extracts the stamp from a synthetic Opus RTP payload (after its one TOC byte).
@@ -113,10 +130,16 @@ mod tests {
     #[test]
     fn stamp_round_trips_and_detects_corruption() {
         let mut body = vec![];
-        write_stamped(&mut body, 1_700_000_000_000_000, 42, 100);
+        let fields = StampFields {
+            sent_at_micros: 1_700_000_000_000_000,
+            counter: 42,
+            layer: 2,
+        };
+        write_stamped(&mut body, fields, 100);
         assert_eq!(body.len(), 100);
         let stamp = read_stamp(&body).unwrap();
         assert_eq!(stamp.counter, 42);
+        assert_eq!(stamp.layer, 2);
         assert_eq!(stamp.sent_at_micros, 1_700_000_000_000_000);
         assert!(stamp.intact);
         body[50] ^= 0xff;

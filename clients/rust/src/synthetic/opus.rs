@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use rtc::rtp::{Header, Packet};
 
-use super::{STAMP_LEN, micros_since_epoch, write_stamped};
+use super::{STAMP_LEN, StampFields, micros_since_epoch, write_stamped};
 
 /// RTP timestamp increment of one 20 ms packet at 48 kHz.
 pub const SAMPLES_PER_PACKET: u32 = 960;
@@ -78,12 +78,12 @@ impl OpusSource {
     pub fn next_packet_at(&mut self, now: SystemTime) -> Packet {
         let mut payload = Vec::with_capacity(self.payload_size());
         payload.push(TOC);
-        write_stamped(
-            &mut payload,
-            micros_since_epoch(now),
-            self.counter,
-            self.payload_size() - 1,
-        );
+        let stamp = StampFields {
+            sent_at_micros: micros_since_epoch(now),
+            counter: self.counter,
+            layer: 0,
+        };
+        write_stamped(&mut payload, stamp, self.payload_size() - 1);
         let packet = Packet {
             header: Header {
                 version: 2,

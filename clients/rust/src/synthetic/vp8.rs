@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use rtc::rtp::{Header, Packet};
 
-use super::{STAMP_LEN, micros_since_epoch, write_stamped};
+use super::{STAMP_LEN, Stamp, StampFields, micros_since_epoch, read_stamp, write_stamped};
 
 /// VP8 RTP clock rate.
 const CLOCK_RATE: u32 = 90_000;
@@ -41,6 +41,11 @@ pub struct Vp8Config {
     pub initial_timestamp: u32,
     /// First picture id (15 bits).
     pub initial_picture_id: u16,
+    /// First TL0PICIDX.
+    pub initial_tl0picidx: u8,
+    /// Marker written into every packet's stamp ([`super::Stamp::layer`]), so a receiver can
+    /// tell which simulcast layer a packet came from.
+    pub layer: u8,
 }
 
 impl Default for Vp8Config {
@@ -58,6 +63,8 @@ impl Default for Vp8Config {
             initial_sequence: 0,
             initial_timestamp: 0,
             initial_picture_id: 0,
+            initial_tl0picidx: 0,
+            layer: 0,
         }
     }
 }
@@ -87,7 +94,7 @@ impl Vp8Source {
             sequence: config.initial_sequence,
             timestamp: config.initial_timestamp,
             picture_id: config.initial_picture_id & 0x7fff,
-            tl0picidx: 0,
+            tl0picidx: config.initial_tl0picidx,
             frames: 0,
             frames_since_keyframe: 0,
             keyframe_requested: true,
@@ -131,6 +138,14 @@ impl Vp8Source {
         self.frames
     }
 
+    /// Lets one frame interval pass without encoding (a paused layer): the RTP clock moves on,
+    /// sequence number and picture id do not, and the next frame is a keyframe (as a real
+    /// encoder resumes).
+    pub fn skip_frame(&mut self) {
+        self.timestamp = self.timestamp.wrapping_add(CLOCK_RATE / self.config.fps);
+        self.keyframe_requested = true;
+    }
+
     /// The next frame's packets, stamped with the current wall clock.
     pub fn next_frame(&mut self) -> Vec<Packet> {
         self.next_frame_at(SystemTime::now())
@@ -163,7 +178,12 @@ impl Vp8Source {
             } else {
                 content
             };
-            write_stamped(&mut payload, micros, self.counter, stamped.max(STAMP_LEN));
+            let stamp = StampFields {
+                sent_at_micros: micros,
+                counter: self.counter,
+                layer: self.config.layer,
+            };
+            write_stamped(&mut payload, stamp, stamped.max(STAMP_LEN));
             self.counter += 1;
             packets.push(Packet {
                 header: Header {
@@ -251,6 +271,68 @@ impl Vp8Descriptor {
         self.start_of_partition
             && self.partition_index == 0
             && payload.get(self.len).is_some_and(|b| b & 0x01 == 0)
+    }
+}
+
+/// The stamp of a synthetic VP8 payload whose descriptor is `d`.
+pub(crate) fn stamp_after(d: &Vp8Descriptor, payload: &[u8]) -> Option<Stamp> {
+    let mut offset = d.len;
+    if d.start_of_partition && d.partition_index == 0 {
+        let first = *payload.get(offset)?;
+        offset += if first & 0x01 == 0 { 10 } else { 3 };
+    }
+    read_stamp(payload.get(offset..)?)
+}
+
+/// What a receiver checks about one VP8 packet, read without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8PacketInfo {
+    /// RTP sequence number.
+    pub sequence_number: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// RTP marker (last packet of a frame).
+    pub marker: bool,
+    /// First packet of a frame (S=1, PID=0).
+    pub frame_start: bool,
+    /// First packet of a keyframe.
+    pub keyframe_start: bool,
+    /// Width and height a keyframe's header announces (first packet of a keyframe only).
+    pub keyframe_size: Option<(u16, u16)>,
+    /// Picture id, if the descriptor carries one.
+    pub picture_id: Option<u16>,
+    /// TL0PICIDX, if present.
+    pub tl0picidx: Option<u8>,
+    /// The synthetic stamp (layer marker, counter), for payloads made by [`Vp8Source`].
+    pub stamp: Option<Stamp>,
+}
+
+impl Vp8PacketInfo {
+    /// Reads a VP8 RTP packet; `None` if its payload descriptor is truncated.
+    pub fn parse(packet: &Packet) -> Option<Self> {
+        let payload = &packet.payload[..];
+        let d = parse_vp8_descriptor(payload)?;
+        let frame_start = d.start_of_partition && d.partition_index == 0;
+        let keyframe_start = d.starts_keyframe(payload);
+        let keyframe_size = keyframe_start
+            .then(|| {
+                let h = payload.get(d.len + 6..d.len + 10)?;
+                let width = u16::from_le_bytes([h[0], h[1]]) & 0x3fff;
+                let height = u16::from_le_bytes([h[2], h[3]]) & 0x3fff;
+                Some((width, height))
+            })
+            .flatten();
+        Some(Self {
+            sequence_number: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            frame_start,
+            keyframe_start,
+            keyframe_size,
+            picture_id: d.picture_id,
+            tl0picidx: d.tl0picidx,
+            stamp: stamp_after(&d, payload),
+        })
     }
 }
 
@@ -462,6 +544,56 @@ mod tests {
             assert_eq!(stamp.sent_at(), t);
             assert!(stamp.intact);
         }
+    }
+
+    #[test]
+    fn layer_marker_start_values_and_packet_info() {
+        let mut s = source(Vp8Config {
+            width: 320,
+            height: 180,
+            layer: 3,
+            initial_sequence: 500,
+            initial_timestamp: 9_000,
+            initial_picture_id: 1234,
+            initial_tl0picidx: 77,
+            ..Default::default()
+        });
+        let frame = s.next_frame();
+        let first = Vp8PacketInfo::parse(&frame[0]).unwrap();
+        assert_eq!(first.sequence_number, 500);
+        assert_eq!(first.timestamp, 9_000);
+        assert!(first.frame_start && first.keyframe_start);
+        assert_eq!(first.keyframe_size, Some((320, 180)));
+        assert_eq!(first.picture_id, Some(1234));
+        assert_eq!(first.tl0picidx, Some(77));
+        assert_eq!(first.stamp.unwrap().layer, 3);
+        assert!(first.stamp.unwrap().intact);
+        let last = Vp8PacketInfo::parse(frame.last().unwrap()).unwrap();
+        assert!(last.marker && !last.frame_start && !last.keyframe_start);
+        assert_eq!(last.keyframe_size, None);
+        assert_eq!(last.stamp.unwrap().layer, 3);
+        let delta = Vp8PacketInfo::parse(&s.next_frame()[0]).unwrap();
+        assert!(delta.frame_start && !delta.keyframe_start);
+        assert_eq!((delta.picture_id, delta.tl0picidx), (Some(1235), Some(78)));
+    }
+
+    #[test]
+    fn a_skipped_frame_moves_only_the_clock_and_resumes_on_a_keyframe() {
+        let mut s = source(Vp8Config::default());
+        let _ = s.next_frame();
+        let delta = s.next_frame();
+        let before = Vp8PacketInfo::parse(&delta[0]).unwrap();
+        assert!(!before.keyframe_start);
+        let last_seq = delta.last().unwrap().header.sequence_number;
+        s.skip_frame();
+        s.skip_frame();
+        let frame = s.next_frame();
+        let after = Vp8PacketInfo::parse(&frame[0]).unwrap();
+        assert!(after.keyframe_start, "resumes with a keyframe");
+        assert_eq!(after.timestamp, before.timestamp + 3 * 3000);
+        // Sequence numbers and picture ids continue where they stopped.
+        assert_eq!(after.sequence_number, last_seq + 1);
+        assert_eq!(after.picture_id, Some(before.picture_id.unwrap() + 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub fn from_room_error(e: RoomError) -> Status {
         RoomError::RoomFull(..) => Status::resource_exhausted(message),
         RoomError::NotAllowed(_) => Status::failed_precondition(message),
         RoomError::InvalidArgument(_) => Status::invalid_argument(message),
-        RoomError::Transport(_) => Status::unavailable(message),
+        RoomError::Transport(_) | RoomError::Draining => Status::unavailable(message),
     }
 }
 
