@@ -290,7 +290,7 @@ impl Worker {
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            self.close(id);
+            self.close(id, Instant::now());
         }
         let _ = self.send_queue.flush(&socket).await;
         tracing::info!(worker = self.index, "media worker stopped");
@@ -532,7 +532,7 @@ impl Worker {
             }
         }
         for event in events.drain(..) {
-            self.on_event(id, event);
+            self.on_event(id, event, now);
         }
         for (track_id, packet) in packets.drain(..) {
             self.forward(id, &track_id, packet, now);
@@ -546,7 +546,7 @@ impl Worker {
         self.maybe_offer(id, now);
     }
 
-    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent) {
+    fn on_event(&mut self, id: ConnId, event: RTCPeerConnectionEvent, now: Instant) {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(c) = self.conns.get_mut(&id) else {
@@ -566,7 +566,7 @@ impl Worker {
                 c.emit(ConnEvent::StateChanged(state));
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.on_track_open(id, init);
+                self.on_track_open(id, init, now);
             }
             RTCPeerConnectionEvent::OnDataChannel(event) => {
                 if let Some(c) = self.conns.get_mut(&id) {
@@ -577,7 +577,7 @@ impl Worker {
         }
     }
 
-    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit) {
+    fn on_track_open(&mut self, id: ConnId, init: RTCTrackEventInit, now: Instant) {
         let receiver_id = {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
@@ -652,7 +652,7 @@ impl Worker {
             && let Some(waiting) = self.pending_subscriptions.remove(&(id, init.track_id))
         {
             for spec in waiting {
-                self.subscribe(spec);
+                self.subscribe(spec, now);
             }
         }
     }
@@ -1085,7 +1085,7 @@ impl Worker {
                     track_sid: track_sid.clone(),
                     reason,
                 });
-                self.remove_down_track(id, &track_sid, false);
+                self.remove_down_track(id, &track_sid, false, now);
             }
         }
     }
@@ -1106,7 +1106,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             WorkerCommand::ViewerOffer { conn, sdp, reply } => {
-                let result = self.on_viewer_offer(conn, sdp);
+                let result = self.on_viewer_offer(conn, sdp, now);
                 let _ = reply.send(result);
             }
             WorkerCommand::Answer {
@@ -1137,7 +1137,7 @@ impl Worker {
                     self.mark_dirty(conn);
                 }
             }
-            WorkerCommand::Subscribe(spec) => self.subscribe(spec),
+            WorkerCommand::Subscribe(spec) => self.subscribe(spec, now),
             WorkerCommand::LayerRequest {
                 subscriber,
                 track_sid,
@@ -1157,13 +1157,13 @@ impl Worker {
                 {
                     slots.forget(&track_sid);
                 }
-                self.remove_down_track(subscriber, &track_sid, true)
+                self.remove_down_track(subscriber, &track_sid, true, now)
             }
             WorkerCommand::Unpublish {
                 publisher,
                 track_id,
-            } => self.unpublish(publisher, &track_id),
-            WorkerCommand::Close { conn } => self.close(conn),
+            } => self.unpublish(publisher, &track_id, now),
+            WorkerCommand::Close { conn } => self.close(conn, now),
             WorkerCommand::SendData {
                 conns,
                 reliable,
@@ -1208,7 +1208,7 @@ impl Worker {
         Ok(())
     }
 
-    fn subscribe(&mut self, spec: SubscribeSpec) {
+    fn subscribe(&mut self, spec: SubscribeSpec, now: Instant) {
         let receiver_id = self
             .conns
             .get(&spec.publisher)
@@ -1249,7 +1249,7 @@ impl Worker {
         if c.slots.is_some() {
             // A viewer that cannot renegotiate: bind one of its fixed senders.
             let receiver_id = receiver.id;
-            self.subscribe_slot(spec, receiver_id);
+            self.subscribe_slot(spec, receiver_id, now);
             return;
         }
         let ssrc = rand::random::<u32>();
@@ -1326,7 +1326,13 @@ impl Worker {
     }
 
     /// Stops forwarding `track_sid` to `subscriber` and removes its sender (renegotiated).
-    fn remove_down_track(&mut self, subscriber: ConnId, track_sid: &str, notify: bool) {
+    fn remove_down_track(
+        &mut self,
+        subscriber: ConnId,
+        track_sid: &str,
+        notify: bool,
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get_mut(&subscriber) else {
             return;
         };
@@ -1353,7 +1359,7 @@ impl Worker {
             r.remove_subscriber(subscriber, dt_id);
         }
         if slotted && self.release_slot(subscriber, &dt) {
-            self.fill_slots(subscriber);
+            self.fill_slots(subscriber, now);
         }
         self.mark_dirty(subscriber);
     }
@@ -1365,7 +1371,7 @@ impl Worker {
         });
     }
 
-    fn unpublish(&mut self, publisher: ConnId, track_id: &str) {
+    fn unpublish(&mut self, publisher: ConnId, track_id: &str, now: Instant) {
         self.pending_subscriptions
             .remove(&(publisher, track_id.to_owned()));
         let Some(receiver_id) = self
@@ -1375,10 +1381,10 @@ impl Worker {
         else {
             return;
         };
-        self.drop_receiver(receiver_id);
+        self.drop_receiver(receiver_id, now);
     }
 
-    fn drop_receiver(&mut self, receiver_id: ReceiverId) {
+    fn drop_receiver(&mut self, receiver_id: ReceiverId, now: Instant) {
         let Some(receiver) = self.receivers.remove(&receiver_id) else {
             return;
         };
@@ -1389,18 +1395,18 @@ impl Worker {
                 .and_then(|c| c.down_tracks.get(&s.down_track))
                 .map(|dt| dt.track_sid.clone());
             if let Some(sid) = sid {
-                self.remove_down_track(s.conn, &sid, true);
+                self.remove_down_track(s.conn, &sid, true, now);
             }
         }
     }
 
-    fn close(&mut self, id: ConnId) {
+    fn close(&mut self, id: ConnId, now: Instant) {
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
         self.forget_pending(|spec| spec.subscriber == id || spec.publisher == id);
         for receiver_id in c.published.values() {
-            self.drop_receiver(*receiver_id);
+            self.drop_receiver(*receiver_id, now);
         }
         for dt in c.down_tracks.values() {
             if let Some(r) = self.receivers.get_mut(&dt.receiver) {

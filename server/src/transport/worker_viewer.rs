@@ -125,6 +125,7 @@ impl Worker {
         &mut self,
         id: ConnId,
         sdp: String,
+        now: Instant,
     ) -> Result<String, TransportError> {
         let c = self
             .conns
@@ -185,7 +186,6 @@ impl Worker {
                 munger: None,
             });
         }
-        let now = Instant::now();
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
         c.pc.set_remote_description(now, offer)
@@ -206,7 +206,12 @@ impl Worker {
     }
 
     /// Subscribes a viewer: binds a free slot of the track's kind, or waits for one.
-    pub(super) fn subscribe_slot(&mut self, spec: SubscribeSpec, receiver_id: ReceiverId) {
+    pub(super) fn subscribe_slot(
+        &mut self,
+        spec: SubscribeSpec,
+        receiver_id: ReceiverId,
+        now: Instant,
+    ) {
         let Some(receiver) = self.receivers.get(&receiver_id) else {
             return;
         };
@@ -262,7 +267,7 @@ impl Worker {
             });
         }
         // The viewer's one negotiation covered this slot already.
-        self.activate(spec.subscriber, dt_id, Instant::now());
+        self.activate(spec.subscriber, dt_id, now);
         self.mark_dirty(spec.subscriber);
     }
 
@@ -277,7 +282,7 @@ impl Worker {
 
     /// Binds waiting subscriptions of a viewer to the slots that are free, dropping those
     /// whose track is gone meanwhile.
-    pub(super) fn fill_slots(&mut self, subscriber: ConnId) {
+    pub(super) fn fill_slots(&mut self, subscriber: ConnId, now: Instant) {
         loop {
             let Some(slots) = self
                 .conns
@@ -302,7 +307,7 @@ impl Worker {
                 .and_then(|p| p.published.get(&spec.track_id))
                 .copied();
             if let Some(receiver_id) = receiver_id {
-                self.subscribe_slot(spec, receiver_id);
+                self.subscribe_slot(spec, receiver_id, now);
             }
         }
     }
