@@ -223,6 +223,14 @@ impl Ord for Datagram {
     }
 }
 
+/// Drops chosen datagrams on one link, whatever its loss rate: the next `count` whose length
+/// is in `lengths` (to lose one particular handshake flight, say).
+#[derive(Debug, Clone)]
+pub struct DropRule {
+    pub lengths: std::ops::RangeInclusive<usize>,
+    pub count: u32,
+}
+
 /// A datagram offered to a link, as a trace records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offered {
@@ -238,6 +246,7 @@ pub struct Offered {
 pub struct Network {
     epoch: Instant,
     links: HashMap<(SocketAddr, SocketAddr), Link>,
+    drop_rules: HashMap<(SocketAddr, SocketAddr), DropRule>,
     default_link: LinkConfig,
     seed: u64,
     in_flight: BinaryHeap<Datagram>,
@@ -253,6 +262,7 @@ impl Network {
         Self {
             epoch,
             links: HashMap::new(),
+            drop_rules: HashMap::new(),
             default_link,
             seed,
             in_flight: BinaryHeap::new(),
@@ -293,6 +303,23 @@ impl Network {
         }
     }
 
+    /// Drops datagrams from `from` to `to` as `rule` says (replacing an earlier rule).
+    pub fn drop_when(&mut self, from: SocketAddr, to: SocketAddr, rule: DropRule) {
+        self.drop_rules.insert((from, to), rule);
+    }
+
+    /// Whether a drop rule takes this datagram.
+    fn dropped_by_rule(&mut self, from: SocketAddr, to: SocketAddr, len: usize) -> bool {
+        let Some(rule) = self.drop_rules.get_mut(&(from, to)) else {
+            return false;
+        };
+        if rule.count == 0 || !rule.lengths.contains(&len) {
+            return false;
+        }
+        rule.count -= 1;
+        true
+    }
+
     pub fn link(&self, from: SocketAddr, to: SocketAddr) -> Option<&Link> {
         self.links.get(&(from, to))
     }
@@ -303,10 +330,14 @@ impl Network {
             self.links
                 .insert((from, to), Link::new(self.default_link, seed));
         }
+        let ruled_out = self.dropped_by_rule(from, to, data.len());
         let Some(link) = self.links.get_mut(&(from, to)) else {
             return;
         };
-        let arrival = link.transmit(data.len(), now, self.epoch);
+        let mut arrival = link.transmit(data.len(), now, self.epoch);
+        if ruled_out && arrival.take().is_some() {
+            link.stats.lost += 1;
+        }
         if let Some(trace) = &mut self.trace {
             trace.push(Offered {
                 at: now,

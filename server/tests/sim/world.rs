@@ -212,11 +212,8 @@ impl World {
 
     /// Runs until every client is connected; panics if that takes over `limit`.
     ///
-    /// Tests impair links after this: rtc 0.21.1's DTLS client never recovers when its last
-    /// flight (5) is lost and the server's retransmitted flight 4 arrives before its own
-    /// retransmission timer fires (`wait()` in rtc-dtls handshaker.rs clears the timer on any
-    /// handshake record, then `Flight5::parse` finds no Finished and the handshake waits with
-    /// no timer, forever).
+    /// Tests impair links after this: with rtc 0.21.1 a lost DTLS flight can stall the
+    /// handshake for good (either side; `sim_handshake.rs` reproduces both).
     pub fn connect_all(&mut self, limit: Duration) {
         let connected = self.run_until_true(limit, World::all_connected);
         assert!(connected, "every client connects within {limit:?}");
