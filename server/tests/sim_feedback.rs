@@ -379,6 +379,13 @@ fn sender_reports_keep_the_publishers_clock_through_the_rewriting() {
                 assert_ne!(c.offset, 0, "the switch did rewrite timestamps");
             }
         }
+        // The server announced the switch.
+        let states = &world.subscribers[i].stream_states;
+        let on = |rid: &str| states.iter().any(|s| s.rid == rid && !s.paused);
+        assert!(
+            on("f") && on("q"),
+            "subscriber {i} was told f, then q: {states:?}"
+        );
     }
     println!("{}", timing(world.elapsed(), real.elapsed(), world.steps));
 }

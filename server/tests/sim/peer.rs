@@ -420,6 +420,16 @@ pub struct ReceivedReport {
     pub at: Instant,
 }
 
+/// What the server told a subscriber it now receives of a video track (`ConnEvent::StreamState`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStateChange {
+    pub at: Instant,
+    pub track_sid: String,
+    pub paused: bool,
+    pub rid: String,
+    pub rank: usize,
+}
+
 /// Receives whatever the server forwards and records it; optionally asks for a keyframe on a
 /// fixed period (a misbehaving or struggling client).
 pub struct Subscriber {
@@ -431,6 +441,8 @@ pub struct Subscriber {
     pli_every: Option<Duration>,
     next_pli: Option<Instant>,
     pub plis_sent: u64,
+    /// Layer changes and pauses, as the server announced them.
+    pub stream_states: Vec<StreamStateChange>,
 }
 
 impl Subscriber {
@@ -447,6 +459,7 @@ impl Subscriber {
             pli_every: None,
             next_pli: None,
             plis_sent: 0,
+            stream_states: Vec::new(),
         })
     }
 

@@ -15,7 +15,7 @@ use prism_server::sim::{SimPolicy, SimWorker};
 use prism_server::transport::{ConnEvent, ConnId, SubscribeSpec};
 
 use super::net::{LinkConfig, Network};
-use super::peer::{Publisher, SimPeer, Subscriber};
+use super::peer::{Publisher, SimPeer, StreamStateChange, Subscriber};
 
 /// How many steps may happen at one instant before the loop is declared stuck.
 const MAX_STEPS_PER_INSTANT: u32 = 10_000;
@@ -365,6 +365,23 @@ impl World {
                             .expect("server applies the answer");
                         self.touched.push(role);
                         acted = true;
+                    }
+                    ConnEvent::StreamState {
+                        track_sid,
+                        paused,
+                        rid,
+                        rank,
+                        ..
+                    } => {
+                        if let Role::Subscriber(i) = role {
+                            self.subscribers[i].stream_states.push(StreamStateChange {
+                                at: self.now,
+                                track_sid,
+                                paused,
+                                rid,
+                                rank,
+                            });
+                        }
                     }
                     ConnEvent::TrackOpened {
                         track_id,
