@@ -5,7 +5,7 @@ mod sim;
 
 use std::time::{Duration, Instant};
 
-use prism_client::synthetic::Vp8Config;
+use prism_client::synthetic::{OpusConfig, Vp8Config};
 use prism_server::sim::SimPolicy;
 use sim::net::LinkConfig;
 use sim::report::{Completeness, timing};
@@ -77,4 +77,23 @@ fn the_same_seed_gives_the_same_run() {
         );
     }
     assert_eq!(a, b);
+}
+
+#[test]
+fn audio_and_video_both_arrive() {
+    let mut world = World::new(9, LinkConfig::delay_ms(20), SimPolicy::default());
+    world.add_publisher_with_audio(video(), OpusConfig::default());
+    world.add_subscriber();
+    world.connect_all(Duration::from_secs(5));
+    world.run_for(Duration::from_secs(5));
+    let p = &world.publishers[0];
+    let s = &world.subscribers[0];
+    let until = world.now - Duration::from_secs(1);
+    let video = Completeness::of(&p.sent, &s.received, until);
+    let audio = Completeness::of(&p.sent_audio, &s.received_audio, until);
+    println!("audio {audio}; video {video}");
+    // 20 ms packets for about 4 s.
+    assert!(audio.expected > 150, "{audio}");
+    assert_eq!(audio.missing(), 0, "{audio}");
+    assert_eq!(video.missing(), 0, "{video}");
 }

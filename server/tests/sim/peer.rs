@@ -6,12 +6,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use prism_client::synthetic::{Vp8Config, Vp8Source, parse_vp8};
+use prism_client::synthetic::{
+    OpusConfig, OpusSource, Vp8Config, Vp8Source, parse_opus, parse_vp8,
+};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -202,6 +206,16 @@ pub struct Publisher {
     /// Every packet sent, the layer's SSRC with it (the stamp counter counts per encoding).
     pub sent: Vec<SentPacket>,
     pub keyframe_requests: Vec<KeyframeRequest>,
+    audio: Option<AudioTrack>,
+    /// Every audio packet sent.
+    pub sent_audio: Vec<SentPacket>,
+}
+
+/// An Opus track beside the video, one packet every 20 ms.
+struct AudioTrack {
+    sender: RTCRtpSenderId,
+    source: OpusSource,
+    next: Option<Instant>,
 }
 
 impl Publisher {
@@ -268,7 +282,40 @@ impl Publisher {
             start,
             sent: Vec::new(),
             keyframe_requests: Vec::new(),
+            audio: None,
+            sent_audio: Vec::new(),
         })
+    }
+
+    /// Adds an Opus track (before the publisher connects).
+    pub fn add_audio(&mut self, config: OpusConfig) -> PeerResult<()> {
+        let addr = self.peer.addr;
+        let track = MediaStreamTrack::new(
+            format!("stream-{addr}"),
+            format!("audio-{addr}"),
+            format!("audio-{addr}"),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(config.ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        );
+        let sender = self.peer.pc.add_track(track)?;
+        self.audio = Some(AudioTrack {
+            sender,
+            source: OpusSource::new(config),
+            next: None,
+        });
+        Ok(())
     }
 
     /// The SSRC of each encoding, lowest layer first.
@@ -294,14 +341,63 @@ impl Publisher {
     /// Starts sending frames at `at`.
     pub fn start_media(&mut self, at: Instant) {
         self.next_frame.get_or_insert(at);
+        if let Some(audio) = &mut self.audio {
+            audio.next.get_or_insert(at);
+        }
     }
 
+    /// When the next video frame or audio packet is due.
     pub fn next_frame(&self) -> Option<Instant> {
-        self.next_frame
+        let audio = self.audio.as_ref().and_then(|a| a.next);
+        match (self.next_frame, audio) {
+            (Some(v), Some(a)) => Some(v.min(a)),
+            (v, a) => v.or(a),
+        }
     }
 
-    /// Sends the frame that is due on every encoding, if one is.
+    /// Sends the audio packet that is due, if one is.
+    fn send_due_audio(&mut self, now: Instant) -> bool {
+        let Some(audio) = &mut self.audio else {
+            return false;
+        };
+        let Some(due) = audio.next.filter(|d| *d <= now) else {
+            return false;
+        };
+        audio.next = Some(due + audio.source.packet_interval());
+        let Some(mut sender) = self.peer.pc.rtp_sender(audio.sender) else {
+            return false;
+        };
+        let payload_type = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+            .map(|c| c.payload_type);
+        let Some(payload_type) = payload_type else {
+            return false;
+        };
+        let mut packet = audio.source.next_packet_at(stamp_clock(self.start, now));
+        packet.header.payload_type = payload_type;
+        if let Some(stamp) = parse_opus(&packet.payload) {
+            self.sent_audio.push(SentPacket {
+                ssrc: packet.header.ssrc,
+                counter: stamp.counter,
+                timestamp: packet.header.timestamp,
+                at: now,
+            });
+        }
+        let _ = sender.write_rtp(now, packet);
+        true
+    }
+
+    /// Sends the video frame (every encoding) and the audio packet that are due, if any.
     pub fn send_due_frame(&mut self, now: Instant) -> bool {
+        let audio = self.send_due_audio(now);
+        self.send_due_video(now) || audio
+    }
+
+    fn send_due_video(&mut self, now: Instant) -> bool {
         let Some(due) = self.next_frame.filter(|d| *d <= now) else {
             return false;
         };
@@ -435,9 +531,13 @@ pub struct StreamStateChange {
 pub struct Subscriber {
     pub peer: SimPeer,
     start: Instant,
+    /// Video packets, and audio packets.
     pub received: Vec<ReceivedPacket>,
+    pub received_audio: Vec<ReceivedPacket>,
     pub sender_reports: Vec<ReceivedReport>,
     receivers: Vec<RTCRtpReceiverId>,
+    /// Ids of the remote tracks that carry audio.
+    audio_tracks: Vec<String>,
     pli_every: Option<Duration>,
     next_pli: Option<Instant>,
     pub plis_sent: u64,
@@ -454,8 +554,10 @@ impl Subscriber {
             peer,
             start,
             received: Vec::new(),
+            received_audio: Vec::new(),
             sender_reports: Vec::new(),
             receivers: Vec::new(),
+            audio_tracks: Vec::new(),
             pli_every: None,
             next_pli: None,
             plis_sent: 0,
@@ -504,13 +606,36 @@ impl Subscriber {
                     self.peer.on_state(state, now)
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    self.receivers.push(init.receiver_id)
+                    let kind = self
+                        .peer
+                        .pc
+                        .rtp_receiver(init.receiver_id)
+                        .map(|r| r.track().kind());
+                    if kind == Some(RtpCodecKind::Audio) {
+                        self.audio_tracks.push(init.track_id.clone());
+                    } else {
+                        self.receivers.push(init.receiver_id);
+                    }
                 }
                 _ => {}
             }
         }
         while let Some(message) = self.peer.pc.poll_read() {
             match message.message {
+                RTCMessage::RtpPacket(track_id, packet)
+                    if self.audio_tracks.contains(&track_id) =>
+                {
+                    if let Some(stamp) = parse_opus(&packet.payload) {
+                        self.received_audio.push(ReceivedPacket {
+                            counter: stamp.counter,
+                            seq: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            ssrc: packet.header.ssrc,
+                            at: now,
+                            sent_at: stamp_instant(self.start, stamp.sent_at_micros),
+                        });
+                    }
+                }
                 RTCMessage::RtpPacket(_, packet) => {
                     let Some(stamp) = parse_vp8(&packet.payload) else {
                         continue;

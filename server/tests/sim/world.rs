@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use prism_client::synthetic::Vp8Config;
+use prism_client::synthetic::{OpusConfig, Vp8Config};
 use prism_server::media::layers::LayerRequest;
 use prism_server::sim::{SimPolicy, SimWorker};
 use prism_server::transport::{ConnEvent, ConnId, SubscribeSpec};
@@ -108,6 +108,15 @@ impl World {
         let i = self.publishers.len();
         let publisher =
             Publisher::new(publisher_addr(i), config, self.now).expect("publisher peer");
+        self.connect_publisher(publisher)
+    }
+
+    /// Connects a publisher of one VP8 and one Opus track.
+    pub fn add_publisher_with_audio(&mut self, video: Vp8Config, audio: OpusConfig) -> usize {
+        let i = self.publishers.len();
+        let mut publisher =
+            Publisher::new(publisher_addr(i), video, self.now).expect("publisher peer");
+        publisher.add_audio(audio).expect("audio track");
         self.connect_publisher(publisher)
     }
 
