@@ -14,10 +14,9 @@ use crate::procstat::Sample;
 use crate::scenario::Scenario;
 use crate::stats::{Histogram, Percentiles, TrackStats};
 
-/// Why NACK and PLI counts are absent.
-pub const NACK_PLI_NOTE: &str = "NACKs sent and PLIs sent per subscriber are n/a: the SDK's \
-    peer connection generates NACKs inside webrtc-rs' interceptor chain and exposes no counter, \
-    and the load tester itself never sends a PLI";
+/// Why NACK and PLI counts may be absent.
+pub const NACK_PLI_NOTE: &str = "NACKs sent and PLIs sent are n/a for subscribers whose peer \
+    connection statistics could not be read at both ends of the window";
 
 /// What the runner hands over to build a report.
 #[derive(Debug)]
@@ -308,7 +307,14 @@ impl Report {
     pub fn build(record: &RunRecord) -> Self {
         let scenario = &record.scenario;
         let mut notes = scenario.limitations();
-        notes.push(NACK_PLI_NOTE.into());
+        let feedback_missing = record.participants.iter().any(|p| {
+            lock(&p.subscriptions)
+                .iter()
+                .any(|s| lock(&s.stats).feedback_in_window().is_none())
+        });
+        if feedback_missing && record.window.is_some() {
+            notes.push(NACK_PLI_NOTE.into());
+        }
 
         let mut joined = 0;
         let mut failed = 0;
@@ -363,8 +369,8 @@ impl Report {
                     lost: stats.sequence.lost(),
                     loss_pct: stats.loss() * 100.0,
                     duplicates: stats.sequence.duplicates(),
-                    nacks_sent: None,
-                    plis_sent: None,
+                    nacks_sent: stats.feedback_in_window().map(|(n, _)| n),
+                    plis_sent: stats.feedback_in_window().map(|(_, p)| p),
                     latency_ms: stats.latency.percentiles_ms(),
                     bitrate_kbps: stats.bitrate_bps().map(|b| b / 1000.0),
                     layer: (s.kind == TrackKind::Video).then(|| layer_name(scenario, &stats)),
@@ -569,7 +575,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\n{name}: {} tracks; packets expected {}, received {}, lost {} ({:.3}%), \
-                 duplicates {}, bad payloads {}, stalled tracks {}; NACKs sent n/a, PLIs sent n/a",
+                 duplicates {}, bad payloads {}, stalled tracks {}; NACKs sent {}, PLIs sent {}",
                 k.tracks,
                 k.packets_expected,
                 k.packets_received,
@@ -577,7 +583,11 @@ impl Report {
                 k.loss_pct,
                 k.duplicates,
                 k.bad_payloads,
-                k.stalled
+                k.stalled,
+                k.nacks_sent
+                    .map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
+                k.plis_sent
+                    .map_or_else(|| "n/a".to_owned(), |n| n.to_string())
             );
             if !k.layers.is_empty() {
                 let layers: Vec<String> =
@@ -695,7 +705,13 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
     let mut bitrate = vec![];
     let mut with_media = 0;
     let mut stalled = 0;
+    let mut feedback: Option<(u64, u64)> = None;
     for t in tracks {
+        if let Some((n, p)) = t.feedback_in_window() {
+            let (tn, tp) = feedback.get_or_insert((0, 0));
+            *tn += n;
+            *tp += p;
+        }
         if t.window_start.is_some() && t.first_packet_at.is_some() && t.last_packet_at.is_none() {
             stalled += 1;
         }
@@ -740,7 +756,7 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
         latency_ms: latency.percentiles_ms(),
         bitrate_kbps: Percentiles::of(&bitrate),
         layers,
-        nacks_sent: None,
-        plis_sent: None,
+        nacks_sent: feedback.map(|(n, _)| n),
+        plis_sent: feedback.map(|(_, p)| p),
     }
 }

@@ -162,6 +162,7 @@ pub async fn run(
                 shared.tx_packets.load(Ordering::Relaxed),
                 cpu,
             ));
+            run.read_feedback(true).await;
             run.phase = "measuring";
             interrupted = run
                 .wait(
@@ -175,6 +176,9 @@ pub async fn run(
     }
 
     // Snapshot the window before anyone leaves.
+    if window.is_some() {
+        run.read_feedback(false).await;
+    }
     let end_cpu = run
         .sampler
         .as_mut()
@@ -345,6 +349,32 @@ impl Runner {
             eprint!("\r\x1b[2K{line}");
         } else {
             eprintln!("{line}");
+        }
+    }
+
+    /// Reads every subscriber's NACK and PLI counters from its peer connection (in parallel)
+    /// into its tracks' stats, as the window's start or end.
+    async fn read_feedback(&self, start: bool) {
+        let reads = self.rooms.iter().map(|room| async move {
+            let identity = room.local_participant().identity;
+            (identity, room.feedback_sent().await)
+        });
+        let results = futures::future::join_all(reads).await;
+        for (identity, result) in results {
+            let Ok(by_track) = result else { continue };
+            let Some(p) = self.participants.iter().find(|p| p.identity == identity) else {
+                continue;
+            };
+            for sub in lock(&p.subscriptions).iter() {
+                let f = by_track.get(&sub.track_sid).copied().unwrap_or_default();
+                let counts = (u64::from(f.nacks), u64::from(f.plis + f.firs));
+                let mut stats = lock(&sub.stats);
+                if start {
+                    stats.feedback_at_start = Some(counts);
+                } else {
+                    stats.feedback_at_end = Some(counts);
+                }
+            }
         }
     }
 

@@ -310,6 +310,10 @@ pub struct TrackStats {
     pub keyframes: u64,
     /// Start of the measured window, once it started: counters count from here.
     pub window_start: Option<Instant>,
+    /// NACKs and PLIs the subscriber's engine had sent for this track at the window's start
+    /// and end (read from its peer connection's statistics).
+    pub feedback_at_start: Option<(u64, u64)>,
+    pub feedback_at_end: Option<(u64, u64)>,
 }
 
 impl TrackStats {
@@ -327,6 +331,8 @@ impl TrackStats {
             resolution: None,
             keyframes: 0,
             window_start: None,
+            feedback_at_start: None,
+            feedback_at_end: None,
         }
     }
 
@@ -340,6 +346,12 @@ impl TrackStats {
             window_start: Some(now),
             ..Self::new(self.token_at)
         };
+    }
+
+    /// NACKs and PLIs sent during the window, when both ends were read.
+    pub fn feedback_in_window(&self) -> Option<(u64, u64)> {
+        let ((n0, p0), (n1, p1)) = self.feedback_at_start.zip(self.feedback_at_end)?;
+        Some((n1.saturating_sub(n0), p1.saturating_sub(p0)))
     }
 
     /// Token to first packet.

@@ -88,7 +88,13 @@ async fn one_publisher_three_subscribers_under_one_percent_loss() {
     assert!(server_summary.cpu_us_per_forwarded_packet.is_some());
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["subscriptions"].as_array().unwrap().len(), 6);
-    assert!(json["subscriptions"][0]["nacks_sent"].is_null());
+    // NACK and PLI counts come from each subscriber's peer connection statistics.
+    assert!(
+        json["subscriptions"][0]["nacks_sent"].is_u64(),
+        "{}",
+        json["subscriptions"][0]
+    );
+    assert!(json["subscriptions"][0]["plis_sent"].is_u64());
     server.shutdown().await;
 }
 

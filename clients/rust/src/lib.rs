@@ -108,7 +108,7 @@ pub use prism_proto::auth::{AccessToken, AuthError, Grants};
 /// Simulcast quality a subscriber asks for (re-exported from `prism-proto`).
 pub use prism_proto::signal::VideoQuality;
 pub use remote::{RemoteTrack, SenderReportTime};
-pub use room::{ConnectOptions, Room};
+pub use room::{ConnectOptions, FeedbackSent, Room};
 pub use track::{Codec, KeyframeRequest, KeyframeRequests, LocalTrack, TrackKind, TrackOptions};
 
 /// The signaling message types the SDK speaks (re-exported from `prism-proto`).

@@ -18,6 +18,9 @@ use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use rtc::statistics::stats::RTCStatsType;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -101,6 +104,21 @@ pub(crate) enum Command {
     Leave {
         reply: oneshot::Sender<Result<()>>,
     },
+    FeedbackSent {
+        reply: oneshot::Sender<Result<HashMap<String, FeedbackSent>>>,
+    },
+}
+
+/// Keyframe and retransmission requests this client's engine sent for one subscribed track
+/// (from the peer connection's inbound RTP statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackSent {
+    /// NACK packets sent.
+    pub nacks: u32,
+    /// PLIs sent.
+    pub plis: u32,
+    /// FIRs sent.
+    pub firs: u32,
 }
 
 /// What handles read without asking the task.
@@ -462,6 +480,12 @@ impl Room {
             .await
     }
 
+    /// NACKs, PLIs and FIRs this client has sent, per subscribed track sid, as the engine
+    /// counts them.
+    pub async fn feedback_sent(&self) -> Result<HashMap<String, FeedbackSent>> {
+        self.command(|reply| Command::FeedbackSent { reply }).await
+    }
+
     /// Leaves the room: sends `leave`, closes the socket and the peer connection, and waits
     /// for the background task to end. Calling it again is harmless.
     pub async fn leave(&self) -> Result<()> {
@@ -747,6 +771,22 @@ impl Engine {
             Command::Leave { reply } => {
                 // Handled by the loop; unreachable here, answer anyway.
                 let _ = reply.send(Ok(()));
+            }
+            Command::FeedbackSent { reply } => {
+                let report = self
+                    .pc
+                    .get_stats(std::time::Instant::now(), StatsSelector::None)
+                    .await;
+                let mut by_track: HashMap<String, FeedbackSent> = HashMap::new();
+                for entry in report.iter_by_type(RTCStatsType::InboundRTP) {
+                    if let RTCStatsReportEntry::InboundRtp(s) = entry {
+                        let f = by_track.entry(s.track_identifier.clone()).or_default();
+                        f.nacks += s.nack_count;
+                        f.plis += s.pli_count;
+                        f.firs += s.fir_count;
+                    }
+                }
+                let _ = reply.send(Ok(by_track));
             }
         }
     }
