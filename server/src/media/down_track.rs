@@ -13,11 +13,10 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use rtc::rtcp::sender_report::SenderReport;
 
-use super::codec::vp8::Vp8Descriptor;
 use super::extensions::ExtensionMap;
 use super::layers::LayerRequest;
 use super::munger::{IncomingPacket, MungeOutcome, RtpMunger};
-use super::picture_id::PictureIdRewriter;
+use super::picture_id::{PictureDescriptor, PictureIdRewriter};
 use super::reports::{SenderClock, ntp_middle, round_trip};
 use super::{DownTrackId, ReceiverId};
 
@@ -151,13 +150,14 @@ impl DownTrack {
     }
 
     /// The packet this subscriber gets for `src`, or None when it is not forwarded (not yet
-    /// negotiated, another layer, waiting for a keyframe, padding...). `vp8` is the payload's
-    /// descriptor for VP8 tracks, whose picture IDs are kept continuous across switches.
+    /// negotiated, another layer, waiting for a keyframe, padding...). `picture` is the
+    /// payload's descriptor for VP8 and VP9, whose picture IDs are kept continuous across
+    /// switches.
     pub fn rewrite(
         &mut self,
         src: &rtp::Packet,
         keyframe_start: bool,
-        vp8: Option<&Vp8Descriptor>,
+        picture: Option<&PictureDescriptor>,
         now: Instant,
     ) -> Option<rtp::Packet> {
         let negotiated = self.negotiated.as_ref()?;
@@ -192,7 +192,7 @@ impl DownTrack {
                 })
             })
             .collect();
-        let payload = match vp8 {
+        let payload = match picture {
             Some(desc) => {
                 self.picture_ids
                     .rewrite(self.munger.segments_started(), desc, &src.payload)

@@ -1,4 +1,5 @@
-//! Keeps VP8 picture IDs and TL0PICIDX continuous for one down track across layer switches.
+//! Keeps VP8 and VP9 picture IDs and TL0PICIDX continuous for one down track across layer
+//! switches.
 //!
 //! Each simulcast layer numbers its pictures on its own, so after a switch the subscriber would
 //! see the picture ID jump (libwebrtc's frame reference finder then holds or drops frames it
@@ -14,6 +15,38 @@
 use bytes::{Bytes, BytesMut};
 
 use super::codec::vp8::{self, Vp8Descriptor};
+use super::codec::vp9::{self, Vp9Descriptor};
+
+/// The payload descriptor of a packet whose picture numbering the rewriter keeps continuous.
+#[derive(Debug, Clone, Copy)]
+pub enum PictureDescriptor {
+    Vp8(Vp8Descriptor),
+    Vp9(Vp9Descriptor),
+}
+
+impl PictureDescriptor {
+    fn picture_id(&self) -> Option<u16> {
+        match self {
+            Self::Vp8(d) => d.picture_id,
+            Self::Vp9(d) => d.picture_id,
+        }
+    }
+
+    fn tl0picidx(&self) -> Option<u8> {
+        match self {
+            Self::Vp8(d) => d.tl0picidx,
+            Self::Vp9(d) => d.tl0picidx,
+        }
+    }
+
+    fn write(&self, buf: &mut [u8], picture_id: u16, tl0picidx: u8) {
+        // Cannot fail: the descriptor was parsed from these very bytes.
+        let _ = match self {
+            Self::Vp8(d) => vp8::write_picture_id_and_tl0(buf, d, picture_id, tl0picidx),
+            Self::Vp9(d) => vp9::write_picture_id_and_tl0(buf, d, picture_id, tl0picidx),
+        };
+    }
+}
 
 const PID_MASK: u16 = 0x7fff;
 const SCRATCH: usize = 16 * 1024;
@@ -32,20 +65,20 @@ pub struct PictureIdRewriter {
 impl PictureIdRewriter {
     /// The payload to send for a packet of munger segment `segment` (see
     /// `RtpMunger::segments_started`), with its picture ID and TL0PICIDX rewritten when needed.
-    pub fn rewrite(&mut self, segment: u64, desc: &Vp8Descriptor, payload: &Bytes) -> Bytes {
+    pub fn rewrite(&mut self, segment: u64, desc: &PictureDescriptor, payload: &Bytes) -> Bytes {
         if segment != self.segment {
             self.segment = segment;
-            if let (Some(pid), Some(newest)) = (desc.picture_id, self.newest_pid) {
+            if let (Some(pid), Some(newest)) = (desc.picture_id(), self.newest_pid) {
                 self.pid_offset = newest.wrapping_add(1).wrapping_sub(pid) & PID_MASK;
             }
-            if let (Some(tl0), Some(newest)) = (desc.tl0picidx, self.newest_tl0) {
+            if let (Some(tl0), Some(newest)) = (desc.tl0picidx(), self.newest_tl0) {
                 self.tl0_offset = newest.wrapping_add(1).wrapping_sub(tl0);
             }
         }
         let pid = desc
-            .picture_id
+            .picture_id()
             .map(|p| p.wrapping_add(self.pid_offset) & PID_MASK);
-        let tl0 = desc.tl0picidx.map(|t| t.wrapping_add(self.tl0_offset));
+        let tl0 = desc.tl0picidx().map(|t| t.wrapping_add(self.tl0_offset));
         if let Some(pid) = pid
             && self.newest_pid.is_none_or(|n| pid_newer(pid, n))
         {
@@ -67,8 +100,7 @@ impl PictureIdRewriter {
         }
         self.scratch.extend_from_slice(payload);
         let mut copy = self.scratch.split();
-        // Cannot fail: the descriptor was parsed from these very bytes.
-        let _ = vp8::write_picture_id_and_tl0(&mut copy, desc, pid.unwrap_or(0), tl0.unwrap_or(0));
+        desc.write(&mut copy, pid.unwrap_or(0), tl0.unwrap_or(0));
         copy.freeze()
     }
 }
@@ -99,7 +131,7 @@ mod tests {
     }
 
     fn out(r: &mut PictureIdRewriter, segment: u64, p: &Bytes) -> (u16, u8) {
-        let d = Vp8Descriptor::parse(p).unwrap();
+        let d = PictureDescriptor::Vp8(Vp8Descriptor::parse(p).unwrap());
         let o = r.rewrite(segment, &d, p);
         let od = Vp8Descriptor::parse(&o).unwrap();
         assert_eq!(o.len(), p.len());
@@ -111,7 +143,7 @@ mod tests {
     fn first_segment_is_untouched_and_shared() {
         let mut r = PictureIdRewriter::default();
         let p = packet(1000, 7, true);
-        let d = Vp8Descriptor::parse(&p).unwrap();
+        let d = PictureDescriptor::Vp8(Vp8Descriptor::parse(&p).unwrap());
         let o = r.rewrite(1, &d, &p);
         assert_eq!(o.as_ptr(), p.as_ptr(), "no copy");
         assert_eq!(out(&mut r, 1, &packet(1001, 8, false)), (1001, 8));
@@ -134,6 +166,31 @@ mod tests {
     }
 
     #[test]
+    fn vp9_switches_continue_too() {
+        // Non-flexible VP9: I (15-bit picture ID), L (layer byte + TL0PICIDX), B set.
+        let vp9 = |pid: u16, tl0: u8| {
+            Bytes::from(vec![
+                0xa8,
+                0x80 | (pid >> 8) as u8,
+                pid as u8,
+                0x00,
+                tl0,
+                0x55,
+            ])
+        };
+        let mut r = PictureIdRewriter::default();
+        let run = |r: &mut PictureIdRewriter, seg, p: &Bytes| {
+            let d = PictureDescriptor::Vp9(Vp9Descriptor::parse(p).unwrap());
+            let o = r.rewrite(seg, &d, p);
+            let od = Vp9Descriptor::parse(&o).unwrap();
+            (od.picture_id.unwrap(), od.tl0picidx.unwrap())
+        };
+        assert_eq!(run(&mut r, 1, &vp9(40, 4)), (40, 4));
+        assert_eq!(run(&mut r, 2, &vp9(9000, 90)), (41, 5));
+        assert_eq!(run(&mut r, 2, &vp9(9001, 91)), (42, 6));
+    }
+
+    #[test]
     fn output_wraps_at_15_bits() {
         let mut r = PictureIdRewriter::default();
         out(&mut r, 1, &packet(0x7ffe, 255, true));
@@ -146,7 +203,7 @@ mod tests {
         let mut r = PictureIdRewriter::default();
         out(&mut r, 1, &packet(1, 1, true));
         let p = packet(500, 9, true);
-        let d = Vp8Descriptor::parse(&p).unwrap();
+        let d = PictureDescriptor::Vp8(Vp8Descriptor::parse(&p).unwrap());
         let first = r.rewrite(2, &d, &p);
         let first_ptr = first.as_ptr();
         drop(first);

@@ -40,11 +40,12 @@ use super::{
     ConnEvent, ConnId, MediaKind, PeerState, SubscribeSpec, TransportError, WorkerCommand,
     WorkerHandle,
 };
-use crate::media::codec::{self, vp8::Vp8Descriptor};
+use crate::media::codec::{self, vp8::Vp8Descriptor, vp9::Vp9Descriptor};
 use crate::media::down_track::{DownTrack, Negotiated};
 use crate::media::extensions::ExtensionMap;
 use crate::media::layers::LayerSize;
 use crate::media::munger::RtpMunger;
+use crate::media::picture_id::PictureDescriptor;
 use crate::media::receiver::{Receiver, SubscriberRef};
 use crate::media::reports::SenderClock;
 use crate::media::{DownTrackId, ReceiverId};
@@ -693,12 +694,19 @@ impl Worker {
                 active: report.active,
             });
         }
-        let vp8 = match receiver.codec {
-            codec::Codec::Vp8 => Vp8Descriptor::parse(&packet.payload).ok(),
+        // Parsed once per packet: keyframe detection, and the picture numbering each down
+        // track keeps continuous across its layer switches.
+        let picture = match receiver.codec {
+            codec::Codec::Vp8 => Vp8Descriptor::parse(&packet.payload)
+                .ok()
+                .map(PictureDescriptor::Vp8),
+            codec::Codec::Vp9 => Vp9Descriptor::parse(&packet.payload)
+                .ok()
+                .map(PictureDescriptor::Vp9),
             _ => None,
         };
-        let keyframe = match &vp8 {
-            Some(d) if d.is_keyframe_start() => {
+        let keyframe = match &picture {
+            Some(PictureDescriptor::Vp8(d)) if d.is_keyframe_start() => {
                 // Layer sizes for subscribers that ask by size, when the publisher did not
                 // declare them (WHIP, plain WebRTC).
                 if let Some((width, height)) = codec::vp8::keyframe_size(&packet.payload, d) {
@@ -712,7 +720,8 @@ impl Worker {
                 }
                 true
             }
-            Some(_) => false,
+            Some(PictureDescriptor::Vp8(_)) => false,
+            Some(PictureDescriptor::Vp9(d)) => d.is_keyframe_start(),
             None => {
                 !receiver.is_video() || codec::is_keyframe_start(receiver.codec, &packet.payload)
             }
@@ -729,7 +738,7 @@ impl Worker {
             let Some(dt) = c.down_tracks.get_mut(&s.down_track) else {
                 continue;
             };
-            let Some(out) = dt.rewrite(&packet, keyframe, vp8.as_ref(), now) else {
+            let Some(out) = dt.rewrite(&packet, keyframe, picture.as_ref(), now) else {
                 continue;
             };
             let sender = dt.sender;

@@ -124,6 +124,42 @@ impl Vp9Descriptor {
     }
 }
 
+/// Rewrites picture ID and TL0PICIDX in `buf`, a copy of the bytes `desc` was parsed from.
+/// Fields absent stay absent and each keeps its width, so the descriptor length never changes.
+pub fn write_picture_id_and_tl0(
+    buf: &mut [u8],
+    desc: &Vp9Descriptor,
+    picture_id: u16,
+    tl0picidx: u8,
+) -> Result<(), ParseError> {
+    let pid_len = match (desc.picture_id, desc.picture_id_15bit) {
+        (None, _) => 0,
+        (Some(_), false) => 1,
+        (Some(_), true) => 2,
+    };
+    // TL0PICIDX follows the layer-indices byte, in non-flexible mode only.
+    let tl0_at = desc.tl0picidx.map(|_| 1 + pid_len + 1);
+    let needed = tl0_at.map_or(1 + pid_len, |at| at + 1);
+    if buf.len() < needed {
+        return Err(ParseError::Truncated {
+            needed,
+            len: buf.len(),
+        });
+    }
+    match pid_len {
+        1 => buf[1] = (picture_id & 0x7f) as u8,
+        2 => {
+            buf[1] = 0x80 | ((picture_id >> 8) & 0x7f) as u8;
+            buf[2] = picture_id as u8;
+        }
+        _ => {}
+    }
+    if let Some(at) = tl0_at {
+        buf[at] = tl0picidx;
+    }
+    Ok(())
+}
+
 /// See [`Vp9Descriptor::is_keyframe_start`]; false when the payload does not parse.
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
     Vp9Descriptor::parse(payload).is_ok_and(|d| d.is_keyframe_start())
@@ -265,5 +301,19 @@ mod tests {
         assert!(!is_keyframe_start(&[0x28, 0x00]));
         // SS claiming width/height for 8 layers in a short packet.
         assert!(!is_keyframe_start(&[0x0a, 0xf0, 0x00, 0x00]));
+    }
+
+    #[test]
+    fn rewrite_picture_id_and_tl0_in_non_flexible_mode() {
+        // I, L set (non-flexible): 15-bit picture ID 0x1234, layer byte, TL0PICIDX 7, data.
+        let p = [0xa0 | 0x08, 0x80 | 0x12, 0x34, 0x00, 7, 0xaa];
+        let d = Vp9Descriptor::parse(&p).unwrap();
+        let mut out = p;
+        write_picture_id_and_tl0(&mut out, &d, 0x0102, 200).unwrap();
+        let od = Vp9Descriptor::parse(&out).unwrap();
+        assert_eq!((od.picture_id, od.tl0picidx), (Some(0x0102), Some(200)));
+        assert_eq!(out[3..4], p[3..4], "layer byte untouched");
+        assert_eq!(out[5], 0xaa);
+        assert!(write_picture_id_and_tl0(&mut out[..3], &d, 1, 1).is_err());
     }
 }
