@@ -39,9 +39,10 @@ export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
         npm ci --no-audit --no-fund
     fi
 )
-# The tests drive the real binary (the one `cargo test` just built).
-cargo build --locked -p prism-server --bin prism
-export PRISM_BIN="$target_dir/debug/prism"
+# The tests drive a release build of the real binary: they measure media timing, and a debug
+# server's slower packet handling shows up as delay to Chromium's congestion control.
+cargo build --release --locked -p prism-server --bin prism
+export PRISM_BIN="$target_dir/release/prism"
 export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
 (cd clients/web && node --test test/sdk.test.mjs test/data.test.mjs)
 # Each file starts its own server and browser; one at a time (they measure media timing).

@@ -50,14 +50,22 @@ function sendEstimate(page) {
 }
 
 /** Waits (up to `timeoutMs`) until the publisher sends f at 1280 wide; returns how long. */
-async function fullSizeSent(page, timeoutMs) {
+/** The send estimate a publisher should have before the timed steps, kbit/s. */
+const ESTIMATE_KBPS = 2_500;
+
+async function fullSizeSent(page, timeoutMs, minEstimateKbps = 0) {
   const since = Date.now();
   await waitFor(
     'the publisher to send f at 1280 wide',
     async () => {
       const f = (await outboundLayers(page)).find((l) => l.rid === 'f');
-      if (f?.width !== 1280 || !(f.fps > 0)) {
-        throw new Error(`f: ${JSON.stringify(f)}, estimate ${await sendEstimate(page)} kbit/s`);
+      const estimate = await sendEstimate(page);
+      // Full size, and (before the timed steps) an estimate with room for all three layers
+      // (~2.2 Mbit/s): a publisher that only just fit f dropped it again at the first keyframe
+      // burst in one CI run, which is Chromium's congestion control at work, not what the
+      // timed steps measure.
+      if (f?.width !== 1280 || !(f.fps > 0) || !(estimate >= minEstimateKbps)) {
+        throw new Error(`f: ${JSON.stringify(f)}, estimate ${estimate} kbit/s`);
       }
       return true;
     },
@@ -166,7 +174,7 @@ describe('simulcast in headless Chromium', { timeout: 180_000 }, () => {
     await onRemoteCamera(viewer, 'setQuality', 'high');
     // Chromium's estimate ramps up; the top layer is sent at full size once it has. Sometimes
     // it starts low and climbs by a few tens of kbit/s a second: wait long.
-    await fullSizeSent(publisher, 60_000);
+    await fullSizeSent(publisher, 60_000, ESTIMATE_KBPS);
     console.log(
       `# publisher sends f at 1280 wide ${Date.now() - joined} ms after opening the page (estimate ${await sendEstimate(publisher)} kbit/s)`,
     );
