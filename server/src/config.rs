@@ -96,6 +96,8 @@ pub enum ConfigError {
     WebhookKeyAmbiguous,
     #[error("webhooks.{0} must be greater than 0")]
     WebhookZero(&'static str),
+    #[error("room.stream_keys: the key of room {room:?} is shorter than 16 characters")]
+    WeakStreamKey { room: String },
 }
 
 impl From<figment::Error> for ConfigError {
@@ -208,6 +210,10 @@ pub struct RoomConfig {
     /// Dynacast: simulcast layers no subscriber needs are paused at the publisher (the client
     /// is told through signaling). Default true.
     pub dynacast: bool,
+    /// WHIP stream keys, room name -> key: `Authorization: Bearer <key>` on `POST /whip/<room>`
+    /// publishes there without an access token (for encoders like OBS configured once). Keys
+    /// must be at least 16 characters. Default none.
+    pub stream_keys: BTreeMap<String, String>,
 }
 
 /// The demo conference page and its token endpoint.
@@ -280,6 +286,7 @@ impl Default for RoomConfig {
             join_timeout_secs: 20,
             keyframe_request_interval_ms: 500,
             dynacast: true,
+            stream_keys: BTreeMap::new(),
         }
     }
 }
@@ -375,6 +382,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.keys.is_empty() {
             return Err(ConfigError::NoKeys);
+        }
+        if let Some((room, _)) = self.room.stream_keys.iter().find(|(_, k)| k.len() < 16) {
+            return Err(ConfigError::WeakStreamKey { room: room.clone() });
         }
         for (key, secret) in &self.keys {
             if key.is_empty() {
@@ -645,6 +655,15 @@ mod tests {
 
     fn load(file: Option<&TempToml>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(file.map(|f| f.0.as_path()), env(vars))
+    }
+
+    #[test]
+    fn short_stream_keys_are_refused() {
+        let mut c = Config::default();
+        c.room.stream_keys = [("live".to_owned(), "short".to_owned())].into();
+        assert!(matches!(c.validate(), Err(ConfigError::WeakStreamKey { room }) if room == "live"));
+        c.room.stream_keys = [("live".to_owned(), "a-key-of-sixteen+".to_owned())].into();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

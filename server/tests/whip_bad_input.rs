@@ -344,3 +344,50 @@ async fn a_missing_room_is_404_when_rooms_are_not_auto_created() {
     .await;
     server.shutdown().await;
 }
+
+/// A room's stream key (`room.stream_keys`) publishes over WHIP without an access token, in
+/// that room only, and never plays over WHEP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_key_publishes_in_its_room_only() {
+    let key = "studio-key-0123456789";
+    let mut config = test_config();
+    config.room.stream_keys = [("studio".to_owned(), key.to_owned())].into();
+    let server = start_with(config).await;
+    let http = client();
+    let base = http_url(&server);
+    let publish_offer = recvonly_offer().replace("a=recvonly", "a=sendonly");
+    let post = |path: String, bearer: &str, body: String| {
+        http.post(format!("{base}/{path}"))
+            .header("content-type", "application/sdp")
+            .bearer_auth(bearer)
+            .body(body)
+    };
+    let created = send(post("whip/studio".into(), key, publish_offer.clone())).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.body.starts_with("v=0"), "an SDP answer");
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        server.rooms().get("studio").map(|r| r.participant_count()),
+        Some(1),
+        "the encoder is a participant of the room"
+    );
+    // Wrong key, another room's key, and WHEP with the key: refused.
+    let wrong = send(post(
+        "whip/studio".into(),
+        "studio-key-9876543210",
+        publish_offer.clone(),
+    ))
+    .await;
+    expect_error(&wrong, 401, "unauthenticated", "wrong key");
+    let elsewhere = send(post("whip/other".into(), key, publish_offer)).await;
+    expect_error(&elsewhere, 401, "unauthenticated", "key of another room");
+    let play = send(post("whep/studio".into(), key, recvonly_offer())).await;
+    expect_error(&play, 401, "unauthenticated", "stream key on WHEP");
+    let deleted = send(http.delete(format!("{base}{location}"))).await;
+    assert!(
+        deleted.status == 200 || deleted.status == 204,
+        "DELETE: {}",
+        deleted.status
+    );
+    server.shutdown().await;
+}
