@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use prism_client::proto::TrackKind as ProtoTrackKind;
+use prism_client::rtp;
 use prism_client::synthetic::{
-    OpusConfig, OpusSource, SimulcastVp8, Vp8Config, Vp8Source, parse_opus, parse_vp8,
-    parse_vp8_descriptor,
+    OpusConfig, OpusSource, SimulcastVp8, Vp8Config, Vp8Source, keyframe_size, parse_opus,
+    parse_vp8,
 };
 use prism_client::{
     ClientError, Codec, ConnectOptions, LocalTrack, RemoteTrack, Room, RoomEvent, RoomEvents,
@@ -531,11 +532,7 @@ async fn read_track(remote: RemoteTrack, subscription: Arc<Subscription>, shared
         } else {
             parse_opus(payload)
         };
-        let resolution = if video {
-            vp8_keyframe_resolution(payload)
-        } else {
-            None
-        };
+        let resolution = if video { keyframe_size(payload) } else { None };
         let mut s = lock(&subscription.stats);
         s.first_packet_at.get_or_insert(now);
         s.last_packet_at = Some(now);
@@ -554,21 +551,6 @@ async fn read_track(remote: RemoteTrack, subscription: Arc<Subscription>, shared
             _ => s.bad_payloads += 1,
         }
     }
-}
-
-/// Width and height from a VP8 payload that starts a keyframe.
-pub fn vp8_keyframe_resolution(payload: &[u8]) -> Option<(u16, u16)> {
-    let d = parse_vp8_descriptor(payload)?;
-    if !d.starts_keyframe(payload) {
-        return None;
-    }
-    let h = payload.get(d.len..d.len + 10)?;
-    if h[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
-    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
-    Some((w, ht))
 }
 
 async fn publish_video(
@@ -595,27 +577,55 @@ async fn publish_video(
             source.request_keyframe();
         }
         let packets = source.next_frame();
-        let keyframe = packets
-            .first()
-            .is_some_and(|p| vp8_keyframe_resolution(&p.payload).is_some());
-        let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        let mut tally = FrameTally::new(&packets);
         for packet in &packets {
             match track.write_rtp(packet).await {
-                Ok(()) => {
-                    sent += 1;
-                    bytes += packet.payload.len() as u64;
-                }
+                Ok(()) => tally.sent(packet),
                 Err(ClientError::Closed) => return,
-                Err(_) => errors += 1,
+                Err(_) => tally.errors += 1,
             }
         }
-        shared.tx_packets.fetch_add(sent, Ordering::Relaxed);
+        tally.record(&publication, &shared, requested);
+    }
+}
+
+/// What one frame tick of a publisher sent, counted into its publication.
+#[derive(Default)]
+struct FrameTally {
+    packets: u64,
+    bytes: u64,
+    errors: u64,
+    keyframes: u64,
+}
+
+impl FrameTally {
+    /// A tally for a frame (`packets`, one layer's), counting it as a keyframe if it is one.
+    fn new(packets: &[rtp::Packet]) -> Self {
+        let mut tally = Self::default();
+        tally.add_frame(packets);
+        tally
+    }
+
+    fn add_frame(&mut self, packets: &[rtp::Packet]) {
+        let keyframe = packets
+            .first()
+            .is_some_and(|p| keyframe_size(&p.payload).is_some());
+        self.keyframes += u64::from(keyframe);
+    }
+
+    fn sent(&mut self, packet: &rtp::Packet) {
+        self.packets += 1;
+        self.bytes += packet.payload.len() as u64;
+    }
+
+    fn record(self, publication: &Publication, shared: &RunShared, keyframe_requests: u64) {
+        shared.tx_packets.fetch_add(self.packets, Ordering::Relaxed);
         let mut s = lock(&publication.stats);
-        s.packets += sent;
-        s.bytes += bytes;
-        s.write_errors += errors;
-        s.keyframe_requests += requested;
-        s.keyframes += u64::from(keyframe);
+        s.packets += self.packets;
+        s.bytes += self.bytes;
+        s.write_errors += self.errors;
+        s.keyframe_requests += keyframe_requests;
+        s.keyframes += self.keyframes;
         s.frames += 1;
     }
 }
@@ -645,34 +655,20 @@ async fn publish_simulcast(
                 source.request_keyframe(rid);
             }
         }
-        let (mut sent, mut bytes, mut errors, mut keyframes) = (0u64, 0u64, 0u64, 0u64);
+        let mut tally = FrameTally::default();
         for (index, packets) in source.next_frames(|rid| track.layer_active(rid)) {
-            let rid = source.rid(index).to_owned();
-            keyframes += u64::from(
-                packets
-                    .first()
-                    .is_some_and(|p| vp8_keyframe_resolution(&p.payload).is_some()),
-            );
+            let rid = source.rid(index);
+            tally.add_frame(&packets);
             for packet in &packets {
-                match track.write_layer_rtp(&rid, packet).await {
-                    Ok(true) => {
-                        sent += 1;
-                        bytes += packet.payload.len() as u64;
-                    }
+                match track.write_layer_rtp(rid, packet).await {
+                    Ok(true) => tally.sent(packet),
                     Ok(false) => {}
                     Err(ClientError::Closed) => return,
-                    Err(_) => errors += 1,
+                    Err(_) => tally.errors += 1,
                 }
             }
         }
-        shared.tx_packets.fetch_add(sent, Ordering::Relaxed);
-        let mut s = lock(&publication.stats);
-        s.packets += sent;
-        s.bytes += bytes;
-        s.write_errors += errors;
-        s.keyframe_requests += requested;
-        s.keyframes += keyframes;
-        s.frames += 1;
+        tally.record(&publication, &shared, requested);
     }
 }
 
@@ -719,12 +715,9 @@ mod tests {
             ..Vp8Config::default()
         });
         let first = source.next_frame();
-        assert_eq!(
-            vp8_keyframe_resolution(&first[0].payload),
-            Some((1280, 720))
-        );
-        assert_eq!(vp8_keyframe_resolution(&first[1].payload), None);
+        assert_eq!(keyframe_size(&first[0].payload), Some((1280, 720)));
+        assert_eq!(keyframe_size(&first[1].payload), None);
         let delta = source.next_frame();
-        assert_eq!(vp8_keyframe_resolution(&delta[0].payload), None);
+        assert_eq!(keyframe_size(&delta[0].payload), None);
     }
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use continuity::{ContinuityReport, LayerSwitch, check_continuity};
 pub use opus::{OpusConfig, OpusSource};
 pub use simulcast::{SimulcastVp8, publish_simulcast_vp8};
-pub use vp8::{Vp8Config, Vp8Descriptor, Vp8PacketInfo, Vp8Source, parse_vp8_descriptor};
+pub use vp8::{
+    Vp8Config, Vp8Descriptor, Vp8PacketInfo, Vp8Source, keyframe_size, parse_vp8_descriptor,
+};
 
 /// Length of the stamp embedded in every payload.
 pub const STAMP_LEN: usize = 17;

@@ -314,14 +314,7 @@ impl Vp8PacketInfo {
         let d = parse_vp8_descriptor(payload)?;
         let frame_start = d.start_of_partition && d.partition_index == 0;
         let keyframe_start = d.starts_keyframe(payload);
-        let keyframe_size = keyframe_start
-            .then(|| {
-                let h = payload.get(d.len + 6..d.len + 10)?;
-                let width = u16::from_le_bytes([h[0], h[1]]) & 0x3fff;
-                let height = u16::from_le_bytes([h[2], h[3]]) & 0x3fff;
-                Some((width, height))
-            })
-            .flatten();
+        let keyframe_size = keyframe_start.then(|| frame_size(&d, payload)).flatten();
         Some(Self {
             sequence_number: packet.header.sequence_number,
             timestamp: packet.header.timestamp,
@@ -334,6 +327,25 @@ impl Vp8PacketInfo {
             stamp: stamp_after(&d, payload),
         })
     }
+}
+
+/// Width and height a VP8 payload that starts a keyframe announces (RFC 6386 9.1: frame tag,
+/// start code 9d 01 2a, 14-bit sizes); `None` for any other payload.
+pub fn keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let d = parse_vp8_descriptor(payload)?;
+    d.starts_keyframe(payload)
+        .then(|| frame_size(&d, payload))
+        .flatten()
+}
+
+fn frame_size(d: &Vp8Descriptor, payload: &[u8]) -> Option<(u16, u16)> {
+    let h = payload.get(d.len..d.len + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((width, height))
 }
 
 /// Parses an RFC 7741 payload descriptor; `None` if truncated.
