@@ -30,16 +30,21 @@
 /// `sdp` with the track naming lines removed from each simulcast media section whose track id
 /// `is_known` reports as already received on this connection.
 pub fn keep_simulcast_bindings(sdp: &str, is_known: impl Fn(&str) -> bool) -> String {
+    rewrite_sections(sdp, |out, lines| flush_section(out, lines, &is_known))
+}
+
+/// Splits `sdp` at its m= lines (the session part first) and lets `write` emit each part.
+fn rewrite_sections(sdp: &str, mut write: impl FnMut(&mut String, &[&str])) -> String {
     let mut out = String::with_capacity(sdp.len());
     let mut section: Vec<&str> = Vec::new();
     for line in sdp.split_inclusive('\n') {
         if line.starts_with("m=") {
-            flush_section(&mut out, &section, &is_known);
+            write(&mut out, &section);
             section.clear();
         }
         section.push(line);
     }
-    flush_section(&mut out, &section, &is_known);
+    write(&mut out, &section);
     out
 }
 
@@ -63,17 +68,7 @@ fn flush_section(out: &mut String, lines: &[&str], is_known: &impl Fn(&str) -> b
 /// `sdp` (one we send) without the RTX codec in media sections that receive RID simulcast:
 /// its payload types leave the m= line and their rtpmap/fmtp/rtcp-fb lines go.
 pub fn drop_simulcast_rtx(sdp: &str) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    let mut section: Vec<&str> = Vec::new();
-    for line in sdp.split_inclusive('\n') {
-        if line.starts_with("m=") {
-            flush_without_rtx(&mut out, &section);
-            section.clear();
-        }
-        section.push(line);
-    }
-    flush_without_rtx(&mut out, &section);
-    out
+    rewrite_sections(sdp, flush_without_rtx)
 }
 
 fn flush_without_rtx(out: &mut String, lines: &[&str]) {
