@@ -174,6 +174,7 @@ mod tests {
     fn stream_state_from_the_update() {
         let update = StreamStateUpdate {
             track_sid: "TR_1".into(),
+            reason: 0,
             state: stream_state_update::State::Paused as i32,
             rid: "h".into(),
             quality: VideoQuality::Medium as i32,

@@ -117,6 +117,7 @@ mod tests {
         let early = book.watch_stream_state("T");
         let update = StreamStateUpdate {
             track_sid: "T".into(),
+            reason: 0,
             state: stream_state_update::State::Active as i32,
             rid: "f".into(),
             quality: VideoQuality::High as i32,

@@ -403,6 +403,7 @@ impl Session {
                 quality: quality_of_rank(rank, layers) as i32,
                 width,
                 height,
+                reason: 0,
             })),
             ConnEvent::SubscribedLayers { track_id, layers } => {
                 let track_sid = self.room.track_sid_of(&self.sid, &track_id)?;
