@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bwe;
 pub mod config;
 pub mod media;
 pub mod metrics;

@@ -1,0 +1,435 @@
+//! The send-side estimate of one subscriber's downlink, from transport-wide CC feedback.
+//!
+//! Built from the engine's GCC stages (arrival grouping and trend filter, overuse detector,
+//! acknowledged-rate window) with our own rate control, because the engine's `Gcc` does not fit
+//! an SFU's downlink:
+//! - it climbs 8% a second with no probing, so a link that recovers from 500 kbit/s to 3 Mbit/s
+//!   takes over 20 s to be used again; here probes (see [`super::probe`]) move the estimate in
+//!   one step to what the link was shown to carry;
+//! - it keeps raising the estimate while the sender is application-limited (a subscriber on the
+//!   low layer sends 200 kbit/s, and an estimate that grows to 10 Mbit/s on that says nothing);
+//!   here growth without a probe stops at 1.5 times the acknowledged rate, as in libwebrtc;
+//! - it has no REMB input.
+//!
+//! Pure: every instant is a parameter, so a feedback sequence gives one trajectory.
+
+use std::time::{Duration, Instant};
+
+use std::collections::VecDeque;
+
+use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage};
+
+use super::probe::{ProbeCluster, ProbeResult};
+
+/// Estimate before any feedback: enough for a 720p layer on a good link, and corrected within
+/// a second or two on a weak one (delay grows, the estimate drops to what is acknowledged).
+pub const DEFAULT_INITIAL_BPS: f64 = 1_500_000.0;
+pub const DEFAULT_MIN_BPS: f64 = 50_000.0;
+pub const DEFAULT_MAX_BPS: f64 = 50_000_000.0;
+
+/// On overuse the estimate falls to this fraction of what the receiver acknowledged.
+const DECREASE_FACTOR: f64 = 0.85;
+/// Multiplicative growth per second while far from the last known ceiling.
+const INCREASE_PER_SECOND: f64 = 1.08;
+/// Without a probe, the estimate may not exceed this multiple of the acknowledged rate.
+const APP_LIMITED_HEADROOM: f64 = 1.5;
+/// Loss above which the estimate falls (and below which it may grow), as in GCC.
+const HIGH_LOSS: f64 = 0.10;
+const LOW_LOSS: f64 = 0.02;
+/// Minimum time between two decreases: the first one needs a round trip to show.
+const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
+/// REMB counts only while no transport-wide feedback arrives.
+const REMB_TAKES_OVER_AFTER: Duration = Duration::from_secs(2);
+
+/// Why the estimate last changed, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cause {
+    #[default]
+    Initial,
+    DelayIncrease,
+    Overuse,
+    Loss,
+    Probe,
+    Remb,
+}
+
+#[derive(Debug)]
+pub struct SendSideBwe {
+    slope: SlopeEstimator,
+    detector: OveruseDetector,
+    acked: AckedRate,
+    estimate: f64,
+    min: f64,
+    max: f64,
+    cause: Cause,
+    /// The acknowledged rate at the last overuse: growth near it is additive.
+    ceiling: Option<f64>,
+    last_decrease: Option<Instant>,
+    last_update: Option<Instant>,
+    loss: Option<f64>,
+    last_feedback: Option<Instant>,
+    remb: Option<(Instant, f64)>,
+    probe: Option<ProbeCluster>,
+    last_probe: Option<ProbeResult>,
+    rtt: Duration,
+}
+
+impl Default for SendSideBwe {
+    fn default() -> Self {
+        Self::new(DEFAULT_INITIAL_BPS, DEFAULT_MIN_BPS, DEFAULT_MAX_BPS)
+    }
+}
+
+impl SendSideBwe {
+    pub fn new(initial: f64, min: f64, max: f64) -> Self {
+        Self {
+            slope: SlopeEstimator::new(),
+            detector: OveruseDetector::new(),
+            acked: AckedRate::default(),
+            estimate: initial.clamp(min, max),
+            min,
+            max,
+            cause: Cause::Initial,
+            ceiling: None,
+            last_decrease: None,
+            last_update: None,
+            loss: None,
+            last_feedback: None,
+            remb: None,
+            probe: None,
+            last_probe: None,
+            rtt: Duration::from_millis(100),
+        }
+    }
+
+    /// The estimate in bits per second.
+    pub fn estimate(&self) -> f64 {
+        self.estimate
+    }
+
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// Smoothed loss fraction the subscriber reported, if any feedback arrived.
+    pub fn loss(&self) -> Option<f64> {
+        self.loss
+    }
+
+    /// When transport-wide feedback last arrived.
+    pub fn last_feedback(&self) -> Option<Instant> {
+        self.last_feedback
+    }
+
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = rtt.clamp(Duration::from_millis(1), Duration::from_secs(2));
+    }
+
+    /// A probe starts now; packets leaving in its window are measured as one cluster.
+    pub fn start_probe(&mut self, cluster: ProbeCluster) {
+        self.probe = Some(cluster);
+    }
+
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The result of the last probe that completed, taken once.
+    pub fn take_probe_result(&mut self) -> Option<ProbeResult> {
+        self.last_probe.take()
+    }
+
+    /// A REMB from a subscriber: used only while it sends no transport-wide feedback.
+    pub fn on_remb(&mut self, now: Instant, bps: f64) {
+        self.remb = Some((now, bps));
+        let twcc_silent = self
+            .last_feedback
+            .is_none_or(|at| now.saturating_duration_since(at) > REMB_TAKES_OVER_AFTER);
+        if twcc_silent {
+            self.set(bps, Cause::Remb);
+        }
+    }
+
+    /// Transport-wide feedback resolved into per-packet reports (send order).
+    pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        self.last_feedback = Some(now);
+        let mut usage = self.detector.usage();
+        let mut lost = 0usize;
+        for report in reports {
+            match report.arrival.filter(|_| report.arrived) {
+                Some(arrival) => self.acked.add(arrival, report.size),
+                None => lost += 1,
+            }
+            if let Some(trend) = self.slope.accumulate(report) {
+                usage = self.detector.update(trend.at, trend.estimate_ms);
+            }
+            if let Some(cluster) = self.probe.as_mut() {
+                cluster.observe(report);
+            }
+        }
+        let sample = lost as f64 / reports.len() as f64;
+        let loss = match self.loss {
+            Some(previous) => 0.8 * previous + 0.2 * sample,
+            None => sample,
+        };
+        self.loss = Some(loss);
+        let acked = self.acked.bps();
+
+        if let Some(result) = self.probe.as_ref().and_then(|c| c.result(now)) {
+            self.probe = None;
+            self.last_probe = Some(result);
+            // A probe that got through at a rate above the estimate proves that rate; one
+            // that did not says nothing new (delay and loss below handle congestion).
+            if result.bps > self.estimate && usage != Usage::Over && loss < HIGH_LOSS {
+                self.set(result.bps, Cause::Probe);
+                self.last_update = Some(now);
+                return;
+            }
+        }
+        self.update(now, usage, loss.max(sample.min(loss * 2.0)), acked);
+    }
+
+    fn update(&mut self, now: Instant, usage: Usage, loss: f64, acked: Option<f64>) {
+        let since_decrease = self
+            .last_decrease
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        if usage == Usage::Over {
+            if since_decrease >= MIN_DECREASE_GAP.max(self.rtt)
+                && let Some(acked) = acked
+            {
+                let target = (acked * DECREASE_FACTOR).min(self.estimate);
+                self.ceiling = Some(acked);
+                self.last_decrease = Some(now);
+                self.set(target, Cause::Overuse);
+            }
+            self.last_update = Some(now);
+            return;
+        }
+        if loss > HIGH_LOSS {
+            if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
+                self.last_decrease = Some(now);
+                self.set(self.estimate * (1.0 - 0.5 * loss), Cause::Loss);
+            }
+            self.last_update = Some(now);
+            return;
+        }
+        let elapsed = self
+            .last_update
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at))
+            .min(Duration::from_secs(1));
+        self.last_update = Some(now);
+        if usage == Usage::Under || loss > LOW_LOSS {
+            return; // hold: a queue is draining, or loss is in the tolerated band
+        }
+        let near_ceiling = self.ceiling.is_some_and(|c| self.estimate > 0.85 * c);
+        let grown = if near_ceiling {
+            // About one packet per round trip: approach a known ceiling, do not jump over it.
+            let per_second = 1200.0 * 8.0 / (self.rtt + Duration::from_millis(100)).as_secs_f64();
+            self.estimate + per_second * elapsed.as_secs_f64()
+        } else {
+            self.estimate * INCREASE_PER_SECOND.powf(elapsed.as_secs_f64())
+        };
+        // Growth without a probe is bounded by what the link has actually delivered.
+        let limit = acked.map_or(self.estimate, |a| APP_LIMITED_HEADROOM * a + 10_000.0);
+        let target = grown.min(limit.max(self.estimate));
+        if target > self.estimate {
+            self.set(target, Cause::DelayIncrease);
+        }
+    }
+
+    fn set(&mut self, bps: f64, cause: Cause) {
+        self.estimate = bps.clamp(self.min, self.max);
+        self.cause = cause;
+    }
+}
+
+/// What the receiver got over the last half second, by its own arrival clock (feedback
+/// batches arrive every 100 ms, so timing by feedback arrival would misjudge the span).
+#[derive(Debug, Default)]
+struct AckedRate {
+    samples: VecDeque<(Duration, usize)>,
+    bytes: usize,
+}
+
+impl AckedRate {
+    const WINDOW: Duration = Duration::from_millis(500);
+
+    fn add(&mut self, arrival: Duration, size: usize) {
+        // Arrival order may differ from send order; the window is approximate at its edges.
+        self.samples.push_back((arrival, size));
+        self.bytes += size;
+        while let Some(&(at, s)) = self.samples.front() {
+            if arrival.saturating_sub(at) <= Self::WINDOW {
+                break;
+            }
+            self.samples.pop_front();
+            self.bytes -= s;
+        }
+    }
+
+    /// None until the window spans 100 ms.
+    fn bps(&self) -> Option<f64> {
+        let (&(first, first_size), &(last, _)) = (self.samples.front()?, self.samples.back()?);
+        let span = last.checked_sub(first)?;
+        (span >= Duration::from_millis(100))
+            .then(|| (self.bytes - first_size) as f64 * 8.0 / span.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Packets of `size` bytes sent every `gap`, over a link that delivers `link_bps` after a
+    /// base delay of 20 ms (a queue forms when sending faster), fed back every 100 ms.
+    struct Path {
+        t0: Instant,
+        id: u64,
+        queue_free_at: Duration,
+        link_bps: f64,
+    }
+
+    impl Path {
+        fn new(link_bps: f64) -> Self {
+            Self {
+                t0: Instant::now(),
+                id: 0,
+                queue_free_at: Duration::ZERO,
+                link_bps,
+            }
+        }
+
+        /// Sends at `send_bps` (the estimate, at most `send_bps`, when `follow`) for `millis`,
+        /// feeding back to `bwe` every 100 ms.
+        fn run(&mut self, bwe: &mut SendSideBwe, from_ms: u64, millis: u64, send_bps: f64) {
+            self.run_with(bwe, from_ms, millis, send_bps, false)
+        }
+
+        fn run_with(
+            &mut self,
+            bwe: &mut SendSideBwe,
+            from_ms: u64,
+            millis: u64,
+            send_bps: f64,
+            follow: bool,
+        ) {
+            let size = 1200usize;
+            let rate = |bwe: &SendSideBwe| {
+                if follow {
+                    bwe.estimate().min(send_bps)
+                } else {
+                    send_bps
+                }
+            };
+            let mut gap = Duration::from_secs_f64(size as f64 * 8.0 / rate(bwe));
+            let mut t = self.t0 + ms(from_ms);
+            let end = t + ms(millis);
+            let mut batch = Vec::new();
+            let mut next_feedback = t + ms(100);
+            while t < end {
+                let depart = t.duration_since(self.t0);
+                let service = Duration::from_secs_f64(size as f64 * 8.0 / self.link_bps);
+                let start = self.queue_free_at.max(depart);
+                self.queue_free_at = start + service;
+                // A 200 ms buffer: beyond it the packet is lost.
+                let arrived = self.queue_free_at - depart < ms(200);
+                if !arrived {
+                    self.queue_free_at = start;
+                }
+                batch.push(PacketReport {
+                    ssrc: 1,
+                    id: self.id,
+                    rtp_sequence_number: self.id as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: self.id as u16,
+                    size,
+                    arrived,
+                    departure: t,
+                    arrival: arrived.then_some(self.queue_free_at + ms(20)),
+                    ecn: Ecn::default(),
+                });
+                self.id += 1;
+                t += gap;
+                if t >= next_feedback {
+                    bwe.on_reports(next_feedback + ms(20), &batch);
+                    batch.clear();
+                    gap = Duration::from_secs_f64(size as f64 * 8.0 / rate(bwe));
+                    next_feedback += ms(100);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overuse_brings_the_estimate_under_the_link() {
+        let mut bwe = SendSideBwe::new(2_000_000.0, 50_000.0, 10_000_000.0);
+        let mut path = Path::new(500_000.0);
+        path.run_with(&mut bwe, 0, 3000, 2_000_000.0, true);
+        assert!(
+            bwe.estimate() < 500_000.0,
+            "estimate {} over a 500 kbit/s link",
+            bwe.estimate()
+        );
+        assert!(bwe.estimate() > 200_000.0, "estimate {}", bwe.estimate());
+    }
+
+    #[test]
+    fn an_application_limited_sender_does_not_inflate_the_estimate() {
+        let mut bwe = SendSideBwe::new(500_000.0, 50_000.0, 10_000_000.0);
+        let mut path = Path::new(10_000_000.0);
+        path.run(&mut bwe, 0, 20_000, 200_000.0);
+        assert!(
+            bwe.estimate() <= 500_000.0 + 1.0,
+            "estimate {} from 200 kbit/s of traffic",
+            bwe.estimate()
+        );
+    }
+
+    #[test]
+    fn heavy_loss_lowers_the_estimate() {
+        let mut bwe = SendSideBwe::new(1_000_000.0, 50_000.0, 10_000_000.0);
+        let t0 = Instant::now();
+        for batch in 0..20u64 {
+            let at = t0 + ms(batch * 100);
+            let reports: Vec<_> = (0..10u64)
+                .map(|i| PacketReport {
+                    ssrc: 1,
+                    id: batch * 10 + i,
+                    rtp_sequence_number: 0,
+                    is_twcc: true,
+                    twcc_sequence_number: 0,
+                    size: 1200,
+                    arrived: i % 3 != 0,
+                    departure: at + ms(i * 10),
+                    arrival: (i % 3 != 0).then_some(ms(batch * 100 + i * 10 + 20)),
+                    ecn: Ecn::default(),
+                })
+                .collect();
+            bwe.on_reports(at + ms(120), &reports);
+        }
+        assert!(bwe.estimate() < 500_000.0, "estimate {}", bwe.estimate());
+        assert_eq!(bwe.cause(), Cause::Loss);
+    }
+
+    #[test]
+    fn remb_counts_only_without_transport_feedback() {
+        let mut bwe = SendSideBwe::default();
+        let t0 = Instant::now();
+        bwe.on_remb(t0, 400_000.0);
+        assert_eq!(bwe.estimate(), 400_000.0);
+        let mut path = Path::new(10_000_000.0);
+        path.t0 = t0;
+        path.run(&mut bwe, 0, 1000, 300_000.0);
+        let before = bwe.estimate();
+        bwe.on_remb(t0 + ms(1100), 100_000.0);
+        assert_eq!(bwe.estimate(), before, "TWCC is flowing: REMB is ignored");
+    }
+}

@@ -1,0 +1,14 @@
+//! Downlink congestion control: how much each subscriber's link carries and how it is shared
+//! among the tracks it subscribes to.
+//!
+//! - [`estimator`]: the send-side estimate from transport-wide CC feedback (REMB as fallback).
+//! - [`probe`]: probe clusters and when to send them.
+//! - [`pacer`]: the interceptor that meters each connection's packets onto the wire.
+//! - [`allocator`]: which layer of which track fits the estimate.
+//! - [`link`]: the state one connection's interceptors share with its worker.
+
+pub mod allocator;
+pub mod estimator;
+pub mod link;
+pub mod pacer;
+pub mod probe;

@@ -1,0 +1,283 @@
+//! Bandwidth probes: when the allocator wants more than the estimate allows, the worker sends
+//! extra packets (retransmissions of recently sent ones, which the subscriber discards) at a
+//! rate above the estimate for a short while. The feedback on everything that left in that
+//! window shows whether the link carried it: if it did, the estimate moves there at once.
+//!
+//! [`ProbeCluster`] measures one probe from the per-packet reports; [`ProbeController`] decides
+//! when to probe and how hard, backing off while probes keep failing so a link at its limit is
+//! not pushed every second.
+
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::PacketReport;
+
+/// How long a probe sends.
+pub const PROBE_DURATION: Duration = Duration::from_millis(300);
+/// Packets leaving this long after the window still count (the pacer may release late).
+const DEPARTURE_GRACE: Duration = Duration::from_millis(50);
+/// A cluster with fewer reported packets measures nothing.
+const MIN_PACKETS: u32 = 10;
+/// Feedback for a cluster that has not come this long after its end is given up.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeResult {
+    /// What the link was shown to carry (0 when the probe failed to measure anything).
+    pub bps: f64,
+    /// The rate the probe aimed at.
+    pub target_bps: f64,
+    pub at: Instant,
+}
+
+impl ProbeResult {
+    /// The link carried (nearly) what the probe sent.
+    pub fn succeeded(&self) -> bool {
+        self.bps >= 0.85 * self.target_bps
+    }
+}
+
+/// One probe's window and what the feedback said about the packets that left in it.
+#[derive(Debug, Clone)]
+pub struct ProbeCluster {
+    pub target_bps: f64,
+    start: Instant,
+    end: Instant,
+    sent_bytes: u64,
+    first_departure: Option<Instant>,
+    last_departure: Option<Instant>,
+    last_sent_size: u64,
+    arrived_bytes: u64,
+    first_arrival: Option<Duration>,
+    last_arrival: Option<Duration>,
+    first_arrival_size: u64,
+    packets: u32,
+    lost: u32,
+    /// A report for a packet that left after the window: the feedback covers the whole cluster.
+    complete: bool,
+}
+
+impl ProbeCluster {
+    pub fn new(start: Instant, target_bps: f64) -> Self {
+        Self {
+            target_bps,
+            start,
+            end: start + PROBE_DURATION + DEPARTURE_GRACE,
+            sent_bytes: 0,
+            first_departure: None,
+            last_departure: None,
+            last_sent_size: 0,
+            arrived_bytes: 0,
+            first_arrival: None,
+            last_arrival: None,
+            first_arrival_size: 0,
+            packets: 0,
+            lost: 0,
+            complete: false,
+        }
+    }
+
+    pub fn observe(&mut self, report: &PacketReport) {
+        if report.departure < self.start {
+            return;
+        }
+        if report.departure >= self.end {
+            self.complete = true;
+            return;
+        }
+        let size = report.size as u64;
+        self.packets += 1;
+        self.sent_bytes += size;
+        self.first_departure.get_or_insert(report.departure);
+        self.last_departure = Some(report.departure);
+        self.last_sent_size = size;
+        match report.arrival.filter(|_| report.arrived) {
+            Some(arrival) => {
+                if self.first_arrival.is_none_or(|f| arrival < f) {
+                    self.first_arrival = Some(arrival);
+                    self.first_arrival_size = size;
+                }
+                self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
+                self.arrived_bytes += size;
+            }
+            None => self.lost += 1,
+        }
+    }
+
+    /// The measured rate once the feedback covers the whole window (or it timed out): the
+    /// lower of the rate sent and the rate received, as libwebrtc's probe estimator does.
+    pub fn result(&self, now: Instant) -> Option<ProbeResult> {
+        let timed_out = now >= self.end + RESULT_TIMEOUT;
+        if !self.complete && !timed_out {
+            return None;
+        }
+        let failed = ProbeResult {
+            bps: 0.0,
+            target_bps: self.target_bps,
+            at: now,
+        };
+        if self.packets < MIN_PACKETS || self.lost * 10 > self.packets {
+            return Some(failed);
+        }
+        let (Some(fd), Some(ld), Some(fa), Some(la)) = (
+            self.first_departure,
+            self.last_departure,
+            self.first_arrival,
+            self.last_arrival,
+        ) else {
+            return Some(failed);
+        };
+        // The first packet's bytes were on the wire before the span started (receive side),
+        // the last one's after it ended (send side).
+        let send_span = ld.saturating_duration_since(fd).as_secs_f64();
+        let recv_span = la.saturating_sub(fa).as_secs_f64();
+        if send_span < 0.05 || recv_span < 0.05 {
+            return Some(failed);
+        }
+        let send_bps = (self.sent_bytes - self.last_sent_size) as f64 * 8.0 / send_span;
+        let recv_bps = (self.arrived_bytes - self.first_arrival_size) as f64 * 8.0 / recv_span;
+        Some(ProbeResult {
+            bps: send_bps.min(recv_bps),
+            target_bps: self.target_bps,
+            at: now,
+        })
+    }
+}
+
+/// First wait after a failed probe; it doubles on each further failure.
+const FAILED_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After a successful probe the next may follow soon: the climb to the wanted rate continues.
+const SUCCESS_GAP: Duration = Duration::from_millis(500);
+
+/// Decides when one subscriber's link is probed, and at what rate.
+#[derive(Debug, Default)]
+pub struct ProbeController {
+    next_allowed: Option<Instant>,
+    backoff: Option<Duration>,
+    pub probes_sent: u64,
+}
+
+impl ProbeController {
+    /// A probe's target rate if one should start now: the subscriber wants `wanted_bps`, the
+    /// estimate allows `estimate_bps`. The probe aims a little above what the next step needs,
+    /// but at most at twice the estimate (a link is not asked to double in one go).
+    pub fn poll(&mut self, now: Instant, estimate_bps: f64, wanted_bps: f64) -> Option<f64> {
+        if wanted_bps <= estimate_bps || self.next_allowed.is_some_and(|at| now < at) {
+            return None;
+        }
+        let target = (wanted_bps * 1.2).clamp(estimate_bps * 1.25, estimate_bps * 2.0);
+        self.next_allowed = Some(now + PROBE_DURATION + RESULT_TIMEOUT);
+        self.probes_sent += 1;
+        Some(target)
+    }
+
+    /// A probe finished: schedule the next one.
+    pub fn on_result(&mut self, result: &ProbeResult) {
+        if result.succeeded() {
+            self.backoff = None;
+            self.next_allowed = Some(result.at + SUCCESS_GAP);
+        } else {
+            let backoff = self
+                .backoff
+                .map_or(FAILED_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+            self.backoff = Some(backoff);
+            self.next_allowed = Some(result.at + backoff);
+        }
+    }
+
+    /// The link got worse (an overuse or loss decrease): the next probe waits at least the
+    /// first backoff, so a probe does not land on a queue that is still draining.
+    pub fn on_decrease(&mut self, now: Instant) {
+        let at = now + FAILED_BACKOFF;
+        self.next_allowed = Some(self.next_allowed.map_or(at, |n| n.max(at)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    fn report(id: u64, departure: Instant, arrival: Option<Duration>) -> PacketReport {
+        PacketReport {
+            ssrc: 1,
+            id,
+            rtp_sequence_number: id as u16,
+            is_twcc: true,
+            twcc_sequence_number: id as u16,
+            size: 1000,
+            arrived: arrival.is_some(),
+            departure,
+            arrival,
+            ecn: Ecn::default(),
+        }
+    }
+
+    /// Sends 1000-byte packets at `send_bps` through a link of `link_bps`.
+    fn probe(send_bps: f64, link_bps: f64) -> ProbeResult {
+        let t0 = Instant::now();
+        let mut cluster = ProbeCluster::new(t0, send_bps);
+        let gap = Duration::from_secs_f64(8000.0 / send_bps);
+        let service = Duration::from_secs_f64(8000.0 / link_bps);
+        let mut free = Duration::ZERO;
+        let mut id = 0;
+        let mut at = Duration::ZERO;
+        while at < PROBE_DURATION + Duration::from_millis(100) {
+            free = free.max(at) + service;
+            cluster.observe(&report(id, t0 + at, Some(free)));
+            id += 1;
+            at += gap;
+        }
+        cluster.result(t0 + Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn a_link_with_room_shows_the_probe_rate() {
+        let r = probe(2_000_000.0, 10_000_000.0);
+        assert!((r.bps - 2_000_000.0).abs() < 100_000.0, "{}", r.bps);
+        assert!(r.succeeded());
+    }
+
+    #[test]
+    fn a_full_link_shows_its_capacity() {
+        let r = probe(2_000_000.0, 800_000.0);
+        assert!((r.bps - 800_000.0).abs() < 50_000.0, "{}", r.bps);
+        assert!(!r.succeeded());
+    }
+
+    #[test]
+    fn no_result_before_the_feedback_covers_the_window() {
+        let t0 = Instant::now();
+        let mut cluster = ProbeCluster::new(t0, 1e6);
+        cluster.observe(&report(0, t0, Some(Duration::ZERO)));
+        assert!(cluster.result(t0 + Duration::from_millis(400)).is_none());
+        assert_eq!(
+            cluster.result(t0 + Duration::from_secs(3)).unwrap().bps,
+            0.0
+        );
+    }
+
+    #[test]
+    fn failed_probes_back_off() {
+        let t0 = Instant::now();
+        let mut c = ProbeController::default();
+        assert_eq!(c.poll(t0, 1e6, 900e3), None, "no deficit, no probe");
+        let target = c.poll(t0, 1e6, 3e6).unwrap();
+        assert_eq!(target, 2e6, "at most twice the estimate");
+        assert_eq!(c.poll(t0, 1e6, 3e6), None, "one at a time");
+        let failed = ProbeResult {
+            bps: 1e6,
+            target_bps: 2e6,
+            at: t0 + Duration::from_secs(1),
+        };
+        c.on_result(&failed);
+        assert_eq!(c.poll(t0 + Duration::from_millis(2500), 1e6, 3e6), None);
+        assert!(c.poll(t0 + Duration::from_millis(3100), 1e6, 3e6).is_some());
+        c.on_result(&ProbeResult {
+            at: t0 + Duration::from_secs(4),
+            ..failed
+        });
+        assert_eq!(c.poll(t0 + Duration::from_millis(7500), 1e6, 3e6), None);
+        assert!(c.poll(t0 + Duration::from_millis(8100), 1e6, 3e6).is_some());
+    }
+}
