@@ -38,6 +38,14 @@ pub(crate) struct Connection {
     pub data_channels: super::data::DataChannels,
     /// A viewer that cannot renegotiate (WHEP) has fixed senders; None for everyone else.
     pub slots: Option<super::worker::viewer::Slots>,
+    /// Downlink congestion control: the state shared with the interceptors (None when off),
+    /// and the worker's side of it (allocation, probing, quality reports).
+    pub link: Option<crate::bwe::link::SharedLink>,
+    pub downlink: super::worker::downlink::Downlink,
+    /// Track sids this participant pinned (shown large).
+    pub pinned: std::collections::HashSet<String>,
+    /// Its audio is active (speaker detection): its video gets priority.
+    pub speaking: bool,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +69,7 @@ impl Connection {
     pub fn new(
         id: ConnId,
         pc: RTCPeerConnection,
+        link: Option<crate::bwe::link::SharedLink>,
         ufrag: String,
         events: mpsc::Sender<ConnEvent>,
     ) -> Self {
@@ -81,6 +90,10 @@ impl Connection {
             rtt: None,
             data_channels: Default::default(),
             slots: None,
+            link,
+            downlink: Default::default(),
+            pinned: Default::default(),
+            speaking: false,
         }
     }
 
