@@ -506,7 +506,7 @@ async fn a_subscriber_gets_connection_quality_reports_and_pins_a_track() {
         reports
             .iter()
             .filter(|(at, q)| *at >= media_at && q.estimate_bps > 0)
-            .map(|(at, q)| (at.duration_since(media_at), q.clone()))
+            .map(|(at, q)| (at.duration_since(media_at), *q))
             .collect::<Vec<_>>()
     };
     let first = eventually(Duration::from_secs(5), || async {
