@@ -36,8 +36,12 @@ const APP_LIMITED_HEADROOM: f64 = 1.5;
 /// Loss above which the estimate falls (and below which it may grow), as in GCC.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
-/// Loss is judged over intervals this long.
-const LOSS_INTERVAL: Duration = Duration::from_millis(300);
+/// Loss is judged over intervals this long, of at least this many packets: random loss of a
+/// few per cent over a 30-packet sample reads above 10% too often (each time a decrease).
+const LOSS_INTERVAL: Duration = Duration::from_millis(500);
+const LOSS_MIN_PACKETS: u32 = 50;
+/// Loss this heavy is an overflow: the delivered rate is the better measure of the link.
+const OVERFLOW_LOSS: f64 = 0.25;
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
 /// REMB counts only while no transport-wide feedback arrives.
@@ -188,14 +192,15 @@ impl SendSideBwe {
                 cluster.observe(report);
             }
         }
-        // Loss over the last interval of at least LOSS_INTERVAL (and 20 packets): a batch of ten
+        // Loss over the last interval of at least LOSS_INTERVAL and LOSS_MIN_PACKETS: a batch of ten
         // with two losses is not 20%, and loss that has stopped must stop counting at once (a
         // long average kept cutting the estimate long after an overflow was over).
         self.loss_window.0 += lost as u32;
         self.loss_window.1 += reports.len() as u32;
         let window_start = *self.loss_window_start.get_or_insert(now);
         let mut loss_sample = None;
-        if now.saturating_duration_since(window_start) >= LOSS_INTERVAL && self.loss_window.1 >= 20
+        if now.saturating_duration_since(window_start) >= LOSS_INTERVAL
+            && self.loss_window.1 >= LOSS_MIN_PACKETS
         {
             let (l, n) = std::mem::take(&mut self.loss_window);
             loss_sample = Some(f64::from(l) / f64::from(n));
@@ -248,9 +253,12 @@ impl SendSideBwe {
             let loss = fresh;
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
-                // Never above what actually got through: an overflow loses in proportion to
-                // the excess, and the delivered rate is the better measure of the link.
-                let target = (self.estimate * (1.0 - 0.5 * loss)).min(acked.unwrap_or(f64::MAX));
+                // An overflow loses in proportion to the excess: then never above what got
+                // through. Random loss must not cut below the sending rate, though.
+                let mut target = self.estimate * (1.0 - 0.5 * loss);
+                if loss > OVERFLOW_LOSS {
+                    target = target.min(acked.unwrap_or(f64::MAX));
+                }
                 self.set(target, Cause::Loss);
             }
             self.last_update = Some(now);
