@@ -126,7 +126,11 @@ fn logs() {
 fn capacity_steps_fit_under_the_cap_and_recover_to_the_top_layer() {
     logs();
     let real = std::time::Instant::now();
-    let mut world = World::new(seed(91), LinkConfig::delay_ms(DELAY_MS), SimPolicy::default());
+    let mut world = World::new(
+        seed(91),
+        LinkConfig::delay_ms(DELAY_MS),
+        SimPolicy::default(),
+    );
     world.add_simulcast_publisher_with_audio(
         layers(0x1000, [150_000, 500_000, 1_500_000]),
         audio(0x1900),
@@ -262,7 +266,11 @@ fn capacity_steps_fit_under_the_cap_and_recover_to_the_top_layer() {
 fn a_pinned_track_gets_a_high_layer_among_five_under_a_cap() {
     logs();
     let real = std::time::Instant::now();
-    let mut world = World::new(seed(93), LinkConfig::delay_ms(DELAY_MS), SimPolicy::default());
+    let mut world = World::new(
+        seed(93),
+        LinkConfig::delay_ms(DELAY_MS),
+        SimPolicy::default(),
+    );
     for p in 0..5u32 {
         let base = 0x2000 + p * 0x100;
         if p == 0 {
@@ -319,7 +327,11 @@ fn a_pinned_track_gets_a_high_layer_among_five_under_a_cap() {
 fn one_bad_link_does_not_affect_the_others() {
     logs();
     let real = std::time::Instant::now();
-    let mut world = World::new(seed(95), LinkConfig::delay_ms(DELAY_MS), SimPolicy::default());
+    let mut world = World::new(
+        seed(95),
+        LinkConfig::delay_ms(DELAY_MS),
+        SimPolicy::default(),
+    );
     world.add_simulcast_publisher_with_audio(
         layers(0x3000, [150_000, 500_000, 1_500_000]),
         audio(0x3900),
