@@ -564,8 +564,9 @@ async fn patch(
     // ICE restart: the engine restarts ICE when a renegotiation brings new remote
     // credentials, so the session's offer is applied again with the new ones. Its answer
     // carries new server credentials too, already routed by the worker when it returns (the
-    // previous ones stay routed until the new generation connects). A refused restart
-    // (412 above, an error here) leaves the session as it was (RFC 9725 section 4.4.2).
+    // previous ones stay routed until the new generation connects). A restart refused by
+    // its precondition (412 above) changes nothing; a failed one answers an error and does
+    // not end the session (RFC 9725 section 4.4.2).
     let restarted = sdp::with_ice_credentials(&offer, &ufrag, &pwd);
     let answer = match entry.room.worker.offer(entry.conn, restarted.clone()).await {
         Ok(Some(answer)) => answer,
