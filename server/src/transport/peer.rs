@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::Arc;
 
-use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -26,6 +29,10 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodec
 
 use super::WorkerStats;
 use super::interceptors::{CountingNackResponder, FEEDBACK_TAP_SLOT, FeedbackTap};
+use crate::bwe::estimator::SendSideBwe;
+use crate::bwe::link::{LinkState, SharedEstimator, SharedLink};
+use crate::bwe::pacer::PacedSender;
+use crate::config::BweConfig;
 
 /// Header extensions Prism negotiates besides the ones the default interceptors add
 /// (transport-cc, mid, rid, repaired-rid).
@@ -38,16 +45,20 @@ pub struct PeerSettings {
     pub advertised: Vec<SocketAddr>,
     pub ice_disconnected_timeout: Duration,
     pub ice_failed_timeout: Duration,
+    pub bwe: BweConfig,
 }
 
 /// The interceptor chain of a Prism connection. Like the engine's defaults (NACK generator
 /// toward publishers, receiver reports, transport-wide CC feedback to publishers) except: NACKs
 /// from subscribers are answered by our counting responder, sender reports are ours (they carry
 /// the publisher's clock through the timestamp rewriting, see `media::reports`), and the
-/// feedback the worker acts on is tapped for the application.
+/// feedback the worker acts on is tapped for the application. With downlink congestion control
+/// on (`bwe.enabled`), outgoing RTP also carries transport-wide sequence numbers, the feedback
+/// on them drives our estimator, and a pacer meters what leaves (see `crate::bwe`).
 fn interceptors(
     media_engine: &mut MediaEngine,
     stats: &Arc<WorkerStats>,
+    link: Option<&SharedLink>,
 ) -> Result<Registry, rtc::shared::error::Error> {
     // Registers the nack / nack pli feedback; the interceptors it adds are replaced below.
     let _ = configure_nack(Registry::new(), media_engine);
@@ -69,15 +80,35 @@ fn interceptors(
         )
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::from(FEEDBACK_TAP_SLOT), FeedbackTap::default());
+    let registry = match link {
+        Some(link) => registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(SharedEstimator(link.clone())).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(Slot::Pacer, PacedSender::new(link.clone())),
+        None => registry,
+    };
+    // Registers transport-cc (feedback and header extension) and the TWCC receiver, which
+    // sends publishers the feedback their own estimators need.
     configure_twcc_receiver_only(registry, media_engine)
 }
 
-/// Creates a connection ready to take the client's offer.
+/// Creates a connection ready to take the client's offer, and the downlink state its
+/// congestion control shares with the worker (None with `bwe.enabled` off).
 pub fn build(
     settings: &PeerSettings,
     stats: &Arc<WorkerStats>,
     now: Instant,
-) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+) -> Result<(RTCPeerConnection, Option<SharedLink>), rtc::shared::error::Error> {
+    let link = settings.bwe.enabled.then(|| {
+        LinkState::new(SendSideBwe::new(
+            settings.bwe.initial_bps as f64,
+            settings.bwe.min_bps as f64,
+            settings.bwe.max_bps as f64,
+        ))
+    });
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -96,7 +127,7 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = interceptors(&mut media_engine, stats)?;
+    let registry = interceptors(&mut media_engine, stats, link.as_ref())?;
 
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
@@ -134,5 +165,5 @@ pub fn build(
         .new_candidate_host()?;
         pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     }
-    Ok(pc)
+    Ok((pc, link))
 }

@@ -19,6 +19,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
@@ -86,6 +87,14 @@ pub struct WorkerStats {
     /// Sender reports sent to subscribers, translated from their publisher's.
     pub sender_reports_sent: AtomicU64,
     pub data: super::data::DataStats,
+    /// Downlink congestion control (see `crate::bwe`): probes started, probe packets sent,
+    /// allocation changes, video tracks paused for bandwidth (each pause counted once), and
+    /// packets the pacers dropped because their queue was full.
+    pub bwe_probes: AtomicU64,
+    pub probe_packets: AtomicU64,
+    pub bwe_allocation_changes: AtomicU64,
+    pub bwe_pauses: AtomicU64,
+    pub pacer_dropped: AtomicU64,
 }
 
 /// What a worker holds, for leak checks and diagnostics.
@@ -109,6 +118,9 @@ mod simulcast;
 
 #[path = "worker_viewer.rs"]
 pub(super) mod viewer;
+
+#[path = "worker_downlink.rs"]
+pub(super) mod downlink;
 
 /// How a worker treats media, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -300,6 +312,7 @@ impl Worker {
     /// The periodic decisions ([`HOUSEKEEPING`]): layers, pending keyframes, stream states,
     /// dynacast and sender reports.
     pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.allocate_downlinks(now);
         self.select_layers(now);
         self.request_pending_keyframes(now);
         self.report_stream_states();
@@ -768,8 +781,9 @@ impl Worker {
             .audio_level
             .as_mut()
             .and_then(|tap| tap.observe(&packet.header, now))
-            && let Some(c) = self.conns.get(&publisher)
+            && let Some(c) = self.conns.get_mut(&publisher)
         {
+            c.speaking = report.active;
             // At most once per detection window (500 ms) per track.
             c.emit(ConnEvent::SpeakerLevel {
                 track_id: receiver.track_id.clone(),
@@ -859,6 +873,10 @@ impl Worker {
             self.on_report_blocks(id, &sr.reports, now);
         } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
             self.on_report_blocks(id, &rr.reports, now);
+        } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+            && let Some(link) = self.conns.get(&id).and_then(|c| c.link.as_ref())
+        {
+            link.estimator().on_remb(now, f64::from(remb.bitrate));
         }
     }
 
@@ -1236,7 +1254,8 @@ impl Worker {
                 subscriber,
                 track_sid,
                 request,
-            } => self.request_layer(subscriber, track_sid, request),
+                pinned,
+            } => self.request_layer(subscriber, track_sid, request, pinned),
             WorkerCommand::Unsubscribe {
                 subscriber,
                 track_sid,
@@ -1289,10 +1308,11 @@ impl Worker {
         events: mpsc::Sender<ConnEvent>,
         now: Instant,
     ) -> Result<(), TransportError> {
-        let pc = peer::build(&self.settings, &self.stats, now)
+        let (pc, link) = peer::build(&self.settings, &self.stats, now)
             .map_err(|e| TransportError::Engine(e.to_string()))?;
         // Routed by ufrag once its first local description (the answer) names one.
-        self.conns.insert(conn, Connection::new(conn, pc, events));
+        self.conns
+            .insert(conn, Connection::new(conn, pc, link, events));
         self.dirty.push(conn);
         self.stats
             .connections
@@ -1405,6 +1425,7 @@ impl Worker {
         if let Some(request) = c.layer_requests.get(&spec.track_sid) {
             dt.request = *request;
         }
+        dt.screen_share = spec.screen_share;
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);
         c.negotiation.needed = true;
