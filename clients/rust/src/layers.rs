@@ -158,19 +158,22 @@ mod tests {
         let s = SettingsChange::Quality(VideoQuality::Low).apply(TrackSettings::default());
         let s = SettingsChange::Dimensions(640, 360).apply(s);
         let s = SettingsChange::Paused(true).apply(s);
+        let s = SettingsChange::Pinned(true).apply(s);
         assert_eq!(
             s,
             TrackSettings {
                 quality: VideoQuality::Low,
                 width: 640,
                 height: 360,
-                paused: true
+                paused: true,
+                pinned: true,
             }
         );
         let proto = s.to_proto("TR_1");
         assert_eq!(proto.track_sid, "TR_1");
         assert_eq!(proto.quality(), VideoQuality::Low);
         assert!(proto.paused);
+        assert!(proto.pinned);
         let reset = SettingsChange::Replace(TrackSettings::default()).apply(s);
         assert_eq!(reset, TrackSettings::default());
     }

@@ -439,4 +439,20 @@ mod tests {
             &mut applied
         ));
     }
+
+    #[test]
+    fn a_pause_waits_a_second_of_shortage() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut h = Hysteresis::default();
+        let mut applied = Vec::new();
+        h.apply(t0, &[Decision::Layer(0)], &mut applied);
+        assert!(!h.apply(t0 + ms(100), &[Decision::Paused], &mut applied));
+        assert!(!h.apply(t0 + ms(900), &[Decision::Paused], &mut applied));
+        // The shortage went away and came back: the second starts over.
+        h.apply(t0 + ms(1000), &[Decision::Layer(0)], &mut applied);
+        assert!(!h.apply(t0 + ms(1100), &[Decision::Paused], &mut applied));
+        assert!(h.apply(t0 + ms(2100), &[Decision::Paused], &mut applied));
+        assert_eq!(applied, [Decision::Paused]);
+    }
 }
