@@ -58,8 +58,7 @@ fn audio(ssrc: u32) -> OpusConfig {
 fn rank_at(states: &[StreamStateChange], track: &str, at: Instant) -> Option<usize> {
     states
         .iter()
-        .filter(|s| s.track_sid == track && s.at <= at)
-        .next_back()
+        .rfind(|s| s.track_sid == track && s.at <= at)
         .and_then(|s| (!s.paused).then_some(s.rank))
 }
 

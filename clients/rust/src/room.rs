@@ -318,7 +318,7 @@ impl Room {
     /// The server's latest connection-quality report for our downlink (grade, estimate,
     /// allocation); None until one arrived.
     pub fn connection_quality(&self) -> Option<prism_proto::signal::ConnectionQualityUpdate> {
-        lock(&self.inner.shared).connection_quality.clone()
+        lock(&self.inner.shared).connection_quality
     }
 
     /// State of the peer connection.
@@ -1027,7 +1027,7 @@ impl Engine {
             }
             M::SubscribedLayers(update) => self.on_subscribed_layers(update),
             M::ConnectionQuality(update) => {
-                lock(&self.shared).connection_quality = Some(update.clone());
+                lock(&self.shared).connection_quality = Some(update);
                 self.emit(RoomEvent::ConnectionQuality(update));
             }
             other => {
