@@ -194,7 +194,7 @@ fn upgrade(
 /// most visible decision, and a single-layer track has nothing between full and nothing.
 const PAUSE_DELAY: Duration = Duration::from_secs(1);
 /// Minimum time on a layer before moving up from it.
-const MIN_TIME_ON_LAYER: Duration = Duration::from_secs(2);
+const MIN_TIME_ON_LAYER: Duration = Duration::from_secs(1);
 /// No upgrade for this long after a downgrade; doubled (up to the max) when a downgrade
 /// follows an upgrade within [`FLAP_WINDOW`].
 const UPGRADE_HOLD: Duration = Duration::from_secs(3);
@@ -429,12 +429,12 @@ mod tests {
         // Subscribed: starts at once.
         assert!(h.apply(t0, &[Decision::Layer(0)], &mut applied));
         assert!(!h.apply(
-            t0 + Duration::from_secs(1),
+            t0 + Duration::from_millis(900),
             &[Decision::Layer(1)],
             &mut applied
         ));
         assert!(h.apply(
-            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(1),
             &[Decision::Layer(1)],
             &mut applied
         ));

@@ -37,11 +37,14 @@ const APP_LIMITED_HEADROOM: f64 = 1.5;
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
 /// Loss is judged over intervals this long, of at least this many packets: random loss of a
-/// few per cent over a 30-packet sample reads above 10% too often (each time a decrease).
-const LOSS_INTERVAL: Duration = Duration::from_millis(500);
+/// few per cent over a 30-packet sample reads above 10% too often (each time a decrease), and a
+/// single burst of losses (a keyframe overflowing a queue once) is not a lasting limit.
+const LOSS_INTERVAL: Duration = Duration::from_millis(1000);
 const LOSS_MIN_PACKETS: u32 = 50;
-/// Loss this heavy is an overflow: the delivered rate is the better measure of the link.
+/// Loss this heavy is a queue overflowing, not noise.
 const OVERFLOW_LOSS: f64 = 0.25;
+const OVERFLOW_WINDOW: Duration = Duration::from_millis(200);
+const OVERFLOW_MIN_PACKETS: u32 = 20;
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
 /// REMB counts only while no transport-wide feedback arrives.
@@ -73,6 +76,16 @@ pub struct SendSideBwe {
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
     loss: Option<f64>,
+    /// Consecutive loss windows above HIGH_LOSS.
+    lossy_windows: u32,
+    /// When the delay detector last said the queue was growing.
+    last_overuse: Option<Instant>,
+    /// Bytes reported and bytes delivered in the loss window, the arrivals it spans (receiver
+    /// clock), and
+    /// the delivered rate of the last window.
+    window_bytes: (u64, u64),
+    window_arrivals: Option<(Duration, Duration)>,
+    window_delivered_bps: Option<f64>,
     /// Lost and reported packets since `loss_window_start`.
     loss_window: (u32, u32),
     loss_window_start: Option<Instant>,
@@ -105,6 +118,11 @@ impl SendSideBwe {
             loss: None,
             loss_window: (0, 0),
             loss_window_start: None,
+            lossy_windows: 0,
+            last_overuse: None,
+            window_bytes: (0, 0),
+            window_arrivals: None,
+            window_delivered_bps: None,
             last_feedback: None,
             remb: None,
             probe: None,
@@ -181,8 +199,16 @@ impl SendSideBwe {
         let mut usage = self.detector.usage();
         let mut lost = 0usize;
         for report in reports {
+            self.window_bytes.0 += report.size as u64;
             match report.arrival.filter(|_| report.arrived) {
-                Some(arrival) => self.acked.add(arrival, report.size),
+                Some(arrival) => {
+                    self.acked.add(arrival, report.size);
+                    self.window_bytes.1 += report.size as u64;
+                    self.window_arrivals = Some(match self.window_arrivals {
+                        Some((first, last)) => (first.min(arrival), last.max(arrival)),
+                        None => (arrival, arrival),
+                    });
+                }
                 None => lost += 1,
             }
             if let Some(trend) = self.slope.accumulate(report) {
@@ -199,13 +225,24 @@ impl SendSideBwe {
         self.loss_window.1 += reports.len() as u32;
         let window_start = *self.loss_window_start.get_or_insert(now);
         let mut loss_sample = None;
-        if now.saturating_duration_since(window_start) >= LOSS_INTERVAL
-            && self.loss_window.1 >= LOSS_MIN_PACKETS
-        {
-            let (l, n) = std::mem::take(&mut self.loss_window);
+        let (l, n) = self.loss_window;
+        let age = now.saturating_duration_since(window_start);
+        // A full window; or, for an overflow, a short one (a queue that overflows loses a
+        // quarter or more at once, and every 100 ms of waiting loses more).
+        let full = age >= LOSS_INTERVAL && n >= LOSS_MIN_PACKETS;
+        let overflow = age >= OVERFLOW_WINDOW
+            && n >= OVERFLOW_MIN_PACKETS
+            && f64::from(l) > OVERFLOW_LOSS * f64::from(n);
+        if full || overflow {
             loss_sample = Some(f64::from(l) / f64::from(n));
-            self.loss_window_start = Some(now);
+            tracing::trace!(lost = l, reported = n, "downlink loss interval");
+            // What got through while we sent more than that: the link's rate.
+            self.window_delivered_bps = self.window_arrivals.and_then(|(first, last)| {
+                let span = last.saturating_sub(first).as_secs_f64();
+                (span > 0.05).then(|| self.window_bytes.1 as f64 * 8.0 / span)
+            });
             self.loss = loss_sample;
+            self.restart_loss_window(now);
         }
         let loss = self.loss.unwrap_or(0.0);
         let acked = self.acked.bps();
@@ -221,7 +258,7 @@ impl SendSideBwe {
             let shown = if result.succeeded() {
                 result.bps.min(result.target_bps)
             } else {
-                0.95 * result.bps
+                0.9 * result.bps
             };
             if shown > self.estimate && loss < HIGH_LOSS {
                 self.set(shown, Cause::Probe);
@@ -238,6 +275,7 @@ impl SendSideBwe {
             .last_decrease
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
         if usage == Usage::Over {
+            self.last_overuse = Some(now);
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt)
                 && let Some(acked) = acked
             {
@@ -245,21 +283,42 @@ impl SendSideBwe {
                 self.ceiling = Some(acked);
                 self.last_decrease = Some(now);
                 self.set(target, Cause::Overuse);
+                self.restart_loss_window(now);
             }
             self.last_update = Some(now);
             return;
         }
-        if let Some(fresh) = fresh_loss.filter(|&l| l > HIGH_LOSS) {
-            let loss = fresh;
+        if let Some(fresh) = fresh_loss {
+            self.lossy_windows = if fresh > HIGH_LOSS {
+                self.lossy_windows + 1
+            } else {
+                0
+            };
+        }
+        // Overflow-sized loss acts at once, moderate loss (10-25%) once it lasted two windows:
+        // one burst (a keyframe overflowing a queue once) is not a limit of the link.
+        // Overflow needs the queue's signature too (delay rose within the last second) unless
+        // most packets vanish: bursts of loss on a lossy radio or a policer are not a queue.
+        let queue_grew = self
+            .last_overuse
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+        let overflow = |l: f64| l > OVERFLOW_LOSS && (queue_grew || l > 0.5);
+        let act = fresh_loss.filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows >= 2));
+        if let Some(loss) = act {
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
-                // An overflow loses in proportion to the excess: then never above what got
-                // through. Random loss must not cut below the sending rate, though.
-                let mut target = self.estimate * (1.0 - 0.5 * loss);
-                if loss > OVERFLOW_LOSS {
-                    target = target.min(acked.unwrap_or(f64::MAX));
-                }
+                // Moderate loss: by half the loss, as GCC does. Overflow: to the share that got
+                // through, relative to the estimate (not to what arrives now: after a cut we
+                // send less, and that measures us, not the link).
+                let target = if overflow(loss) {
+                    // We sent more than got through, so what got through measures the link.
+                    (self.estimate * (1.0 - loss))
+                        .min(self.window_delivered_bps.unwrap_or(f64::MAX))
+                } else {
+                    self.estimate * (1.0 - 0.5 * loss)
+                };
                 self.set(target, Cause::Loss);
+                self.restart_loss_window(now);
             }
             self.last_update = Some(now);
             return;
@@ -286,6 +345,14 @@ impl SendSideBwe {
         if target > self.estimate {
             self.set(target, Cause::DelayIncrease);
         }
+    }
+
+    /// Loss counted before a decrease belongs to the episode that decrease answered.
+    fn restart_loss_window(&mut self, now: Instant) {
+        self.loss_window = (0, 0);
+        self.loss_window_start = Some(now);
+        self.window_bytes = (0, 0);
+        self.window_arrivals = None;
     }
 
     fn set(&mut self, bps: f64, cause: Cause) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::PacketReport;
 
 /// How long a probe sends.
-pub const PROBE_DURATION: Duration = Duration::from_millis(300);
+pub const PROBE_DURATION: Duration = Duration::from_millis(200);
 /// Packets leaving this long after the window still count (the pacer may release late).
 const DEPARTURE_GRACE: Duration = Duration::from_millis(50);
 /// A cluster with fewer reported packets measures nothing.

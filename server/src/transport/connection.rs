@@ -17,7 +17,12 @@ use crate::media::{DownTrackId, ReceiverId};
 pub(crate) struct Connection {
     pub id: ConnId,
     pub pc: RTCPeerConnection,
+    /// The local ICE ufrag of the current ICE generation (empty until the first local
+    /// description), which routes STUN requests on the shared socket to this connection.
     pub ufrag: String,
+    /// After an ICE restart, the previous generation's ufrag and the remote addresses learned
+    /// under it: still routed here until the new generation is connected, then forgotten.
+    pub retired: Option<Retired>,
     /// Remote addresses learned from accepted STUN checks.
     pub addrs: Vec<SocketAddr>,
     pub events: mpsc::Sender<ConnEvent>,
@@ -48,6 +53,13 @@ pub(crate) struct Connection {
     pub speaking: bool,
 }
 
+/// What an ICE restart left of the previous generation's routes.
+#[derive(Debug, Default)]
+pub(crate) struct Retired {
+    pub ufrag: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Negotiation {
     /// The client's first offer was applied (the server never offers before that).
@@ -70,13 +82,13 @@ impl Connection {
         id: ConnId,
         pc: RTCPeerConnection,
         link: Option<crate::bwe::link::SharedLink>,
-        ufrag: String,
         events: mpsc::Sender<ConnEvent>,
     ) -> Self {
         Self {
             id,
             pc,
-            ufrag,
+            ufrag: String::new(),
+            retired: None,
             addrs: Vec::new(),
             events,
             negotiation: Negotiation::default(),

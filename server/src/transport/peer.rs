@@ -1,12 +1,12 @@
-//! Building the server side of a participant's peer connection: ICE-lite with credentials we
-//! choose (so the shared socket can route STUN by ufrag), our codecs and header extensions, the
-//! default interceptors, and host candidates for the worker's advertised addresses.
+//! Building the server side of a participant's peer connection: ICE-lite, our codecs and header
+//! extensions, the default interceptors, and host candidates for the worker's advertised
+//! addresses. The engine picks the ICE credentials (new ones on every ICE restart, RFC 8445
+//! section 9); the worker reads the ufrag from each local description it applies, since the
+//! ufrag routes STUN on the shared socket.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
-use rand::distr::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::Arc;
 
@@ -38,24 +38,6 @@ use crate::config::BweConfig;
 /// (transport-cc, mid, rid, repaired-rid).
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-
-/// ICE credentials of one connection; the ufrag is the routing key on the shared socket.
-#[derive(Debug, Clone)]
-pub struct IceCredentials {
-    pub ufrag: String,
-    pub pwd: String,
-}
-
-impl IceCredentials {
-    pub fn random() -> Self {
-        let mut rng = rand::rng();
-        let mut token =
-            |n: usize| -> String { (0..n).map(|_| rng.sample(Alphanumeric) as char).collect() };
-        let ufrag = token(16);
-        let pwd = token(32);
-        Self { ufrag, pwd }
-    }
-}
 
 /// Settings shared by every connection of a worker.
 #[derive(Debug, Clone)]
@@ -117,7 +99,6 @@ fn interceptors(
 /// congestion control shares with the worker (None with `bwe.enabled` off).
 pub fn build(
     settings: &PeerSettings,
-    credentials: &IceCredentials,
     stats: &Arc<WorkerStats>,
     now: Instant,
 ) -> Result<(RTCPeerConnection, Option<SharedLink>), rtc::shared::error::Error> {
@@ -150,7 +131,9 @@ pub fn build(
 
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        // No pinned credentials (`with_ice_credentials`): the engine would reuse pinned ones
+        // on an ICE restart, where both agents must change theirs (RFC 8445 section 9, RFC 8839
+        // section 4.4). The engine draws them from its crypto provider.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         // mDNS queries would go out through the shared socket; Prism never needs them.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
