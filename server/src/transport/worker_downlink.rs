@@ -256,8 +256,10 @@ impl Worker {
                 && let Some(target) = dl.probes.poll_step(
                     now,
                     estimate,
-                    wanted_bps as f64,
-                    (allocated_bps + next_increment.unwrap_or(0)) as f64,
+                    // An upgrade must leave the reserve free: that is what a probe must show.
+                    wanted_bps as f64 / (1.0 - allocator::UPGRADE_RESERVE),
+                    (allocated_bps + next_increment.unwrap_or(0)) as f64
+                        / (1.0 - allocator::UPGRADE_RESERVE),
                 )
             {
                 // Padding at (target - media) for the probe's duration, on the first video
@@ -271,10 +273,13 @@ impl Worker {
                 let track = dl.order.iter().find_map(|id| {
                     let dt = c.down_tracks.get_mut(id)?;
                     dt.padding(n, &mut packets)?;
-                    Some(dt.sender)
+                    Some((dt.sender, dt.ssrc))
                 });
-                if let Some(sender) = track {
-                    link.estimator().start_probe(ProbeCluster::new(now, target));
+                if let Some((sender, ssrc)) = track {
+                    let first_seq = packets.first().map_or(0, |p| p.header.sequence_number);
+                    link.estimator().start_probe(
+                        ProbeCluster::new(now, target).with_padding(ssrc, first_seq, n),
+                    );
                     if let Some(mut s) = c.pc.rtp_sender(sender) {
                         for p in packets.drain(..) {
                             let _ = s.write_rtp(now, p);
