@@ -161,18 +161,25 @@ impl Worker {
                 order.push(id);
             }
             wanted_bps += audio_bps;
-            // Until the link has shown a limit, the estimate is a guess: nothing is cut for it.
+            // Until the link has pushed back once, the estimate is only a starting guess:
+            // nothing is capped for it, nothing waits on hysteresis, nothing is probed.
             let budget = if limit_seen {
                 estimate as u64
             } else {
-                (estimate as u64).max(wanted_bps)
+                u64::MAX / 4
             };
             let allocated = allocator::allocate(budget, audio_bps, &dl.demands, &mut dl.target);
             if order != dl.order {
                 dl.applied.clear();
                 dl.order = order;
             }
-            let changed = dl.hysteresis.apply(now, &dl.target, &mut dl.applied);
+            let changed = if limit_seen {
+                dl.hysteresis.apply(now, &dl.target, &mut dl.applied)
+            } else {
+                let changed = dl.applied != dl.target;
+                dl.applied.clone_from(&dl.target);
+                changed
+            };
             let mut paused = 0;
             let mut below_wanted = false;
             let mut allocated_bps = audio_bps;
