@@ -76,7 +76,8 @@ pub struct SendSideBwe {
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
     loss: Option<f64>,
-    /// Consecutive loss windows above HIGH_LOSS.
+    /// Which of the last four loss windows were above HIGH_LOSS (a bit each, newest lowest):
+    /// moderate loss acts when it came back within four windows, one burst alone does not.
     lossy_windows: u32,
     /// When the delay detector last said the queue was growing.
     last_overuse: Option<Instant>,
@@ -289,13 +290,9 @@ impl SendSideBwe {
             return;
         }
         if let Some(fresh) = fresh_loss {
-            self.lossy_windows = if fresh > HIGH_LOSS {
-                self.lossy_windows + 1
-            } else {
-                0
-            };
+            self.lossy_windows = (self.lossy_windows << 1 | u32::from(fresh > HIGH_LOSS)) & 0b1111;
         }
-        // Overflow-sized loss acts at once, moderate loss (10-25%) once it lasted two windows:
+        // Overflow-sized loss acts at once, moderate loss (10-25%) once it came back within four windows:
         // one burst (a keyframe overflowing a queue once) is not a limit of the link.
         // Overflow needs the queue's signature too (delay rose within the last second) unless
         // most packets vanish: bursts of loss on a lossy radio or a policer are not a queue.
@@ -303,7 +300,8 @@ impl SendSideBwe {
             .last_overuse
             .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
         let overflow = |l: f64| l > OVERFLOW_LOSS && (queue_grew || l > 0.5);
-        let act = fresh_loss.filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows >= 2));
+        let act = fresh_loss
+            .filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows.count_ones() >= 2));
         if let Some(loss) = act {
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);

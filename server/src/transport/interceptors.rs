@@ -265,8 +265,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CountingNackResponder {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        // Probe padding is not kept: resending it repairs nothing, and a receiver that discards
+        // it would ask again and again.
         if let Packet::Rtp(packet) = &msg.message.packet
             && !msg.message.has(&Attribute::Retransmission)
+            && !(packet.header.padding && packet.payload.is_empty())
             && let Some(stream) = self.streams.get_mut(&packet.header.ssrc)
         {
             // A header clone and a reference count on the shared payload.
