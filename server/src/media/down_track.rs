@@ -47,6 +47,9 @@ pub struct DownTrack {
     pub request: LayerRequest,
     /// The stream state last reported to the subscriber.
     pub reported: Option<StreamReport>,
+    /// When the subscription started, until its first packet goes out (time-to-first-packet
+    /// histogram).
+    pub awaiting_first_packet: Option<Instant>,
     picture_ids: PictureIdRewriter,
 }
 
@@ -90,6 +93,7 @@ impl DownTrack {
             rtt: None,
             request: LayerRequest::default(),
             reported: None,
+            awaiting_first_packet: None,
             picture_ids: PictureIdRewriter::default(),
         }
     }

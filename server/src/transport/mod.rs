@@ -365,6 +365,11 @@ impl WorkerHandle {
     pub async fn snapshot(&self) -> Result<WorkerSnapshot, TransportError> {
         self.call(|reply| WorkerCommand::Snapshot { reply }).await
     }
+
+    /// Commands waiting in the worker's queue.
+    pub fn queued_commands(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// All workers of the process.

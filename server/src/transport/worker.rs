@@ -86,6 +86,10 @@ pub struct WorkerStats {
     /// Sender reports sent to subscribers, translated from their publisher's.
     pub sender_reports_sent: AtomicU64,
     pub data: super::data::DataStats,
+    /// Simulcast layer switches started on down tracks already forwarding a layer.
+    pub layer_switches: AtomicU64,
+    /// Join and first-packet times, loop time, downlink estimates and allocations.
+    pub histograms: crate::metrics::WorkerHistograms,
 }
 
 /// What a worker holds, for leak checks and diagnostics.
@@ -243,11 +247,14 @@ impl Worker {
             let wake = self
                 .next_deadline()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Each arm notes when it woke, so the loop-time histogram measures work, not waiting.
+            let woke: Instant;
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(command) => {
-                        self.handle_command(command, Instant::now());
+                        woke = Instant::now();
+                        self.handle_command(command, woke);
                         // Take what else is queued, bounded so media keeps flowing.
                         for _ in 0..64 {
                             match commands.try_recv() {
@@ -259,13 +266,15 @@ impl Worker {
                     None => break,
                 },
                 ready = socket.readable() => {
+                    woke = Instant::now();
                     if ready.is_ok() {
                         self.read_datagrams(&socket, &mut recv_buf);
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => woke = Instant::now(),
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
+                    woke = now;
                     self.housekeeping(now);
                     if now >= next_counters_log {
                         next_counters_log = now + COUNTERS_LOG_INTERVAL;
@@ -287,6 +296,9 @@ impl Worker {
                     .fetch_add(flushed.syscalls as u64, Ordering::Relaxed);
                 s.send_errors
                     .fetch_add(flushed.errors as u64, Ordering::Relaxed);
+            }
+            if self.stats.histograms.enabled() {
+                self.stats.histograms.record_loop(woke.elapsed());
             }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -741,6 +753,11 @@ impl Worker {
             let Some(out) = dt.rewrite(&packet, keyframe, picture.as_ref(), now) else {
                 continue;
             };
+            if let Some(since) = dt.awaiting_first_packet.take() {
+                self.stats
+                    .histograms
+                    .record_first_packet(now.saturating_duration_since(since));
+            }
             let sender = dt.sender;
             let written =
                 c.pc.rtp_sender(sender)
@@ -1322,6 +1339,7 @@ impl Worker {
         if let Some(request) = c.layer_requests.get(&spec.track_sid) {
             dt.request = *request;
         }
+        dt.awaiting_first_packet = Some(now);
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);
         c.negotiation.needed = true;
