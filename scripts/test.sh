@@ -46,7 +46,7 @@ export PRISM_BIN="$target_dir/release/prism"
 export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
 (cd clients/web && node --test test/sdk.test.mjs test/data.test.mjs)
 # Each file starts its own server and browser; one at a time (they measure media timing).
-for file in browser publisher_bitrate data_channel simulcast whip; do
+for file in browser publisher_bitrate data_channel simulcast whip dashboard; do
     (cd clients/web && node --test --test-concurrency=1 "test/$file.test.mjs")
 done
 echo "browser test results (screenshot, logs): $PRISM_TEST_RESULTS"

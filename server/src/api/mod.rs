@@ -2,6 +2,7 @@
 //! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
+mod dashboard;
 pub mod grpc;
 mod health;
 mod session;
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(metrics))
         .merge(web)
+        .merge(if state.rooms.config().web.dashboard {
+            dashboard::routes()
+        } else {
+            Router::new()
+        })
         .with_state(state)
 }
 

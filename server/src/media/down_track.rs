@@ -50,6 +50,8 @@ pub struct DownTrack {
     /// When the subscription started, until its first packet goes out (time-to-first-packet
     /// histogram).
     pub awaiting_first_packet: Option<Instant>,
+    /// The loss fraction (of 256) in the subscriber's latest report block about this track.
+    pub fraction_lost: Option<u8>,
     picture_ids: PictureIdRewriter,
 }
 
@@ -94,6 +96,7 @@ impl DownTrack {
             request: LayerRequest::default(),
             reported: None,
             awaiting_first_packet: None,
+            fraction_lost: None,
             picture_ids: PictureIdRewriter::default(),
         }
     }

@@ -114,6 +114,9 @@ mod simulcast;
 #[path = "worker_viewer.rs"]
 pub(super) mod viewer;
 
+#[path = "snapshot.rs"]
+pub(super) mod snapshot;
+
 /// How a worker treats media, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MediaPolicy {
@@ -838,9 +841,12 @@ impl Worker {
             return;
         };
         for block in blocks {
-            if let Some(dt) = c.down_tracks.values_mut().find(|dt| dt.ssrc == block.ssrc)
-                && let Some(rtt) = dt.on_report_block(block.last_sender_report, block.delay, now)
-            {
+            let Some(dt) = c.down_tracks.values_mut().find(|dt| dt.ssrc == block.ssrc) else {
+                continue;
+            };
+            // Loss as the subscriber sees it, for the dashboard.
+            dt.fraction_lost = Some(block.fraction_lost);
+            if let Some(rtt) = dt.on_report_block(block.last_sender_report, block.delay, now) {
                 c.rtt = Some(rtt);
                 tracing::trace!(conn = id.0, rtt_ms = rtt.as_millis() as u64, "round trip");
             }
@@ -1201,6 +1207,9 @@ impl Worker {
                         self.mark_dirty(id);
                     }
                 }
+            }
+            WorkerCommand::Details { reply } => {
+                let _ = reply.send(self.details(now));
             }
             WorkerCommand::Snapshot { reply } => {
                 let _ = reply.send(WorkerSnapshot {
