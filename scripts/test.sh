@@ -15,8 +15,8 @@ apt_install() { # <command> <package>
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
 }
-# The impaired-link test makes network namespaces joined by a veth, capped with tc tbf and
-# lossy through nftables.
+# The impaired-link test (and the constrained-link browser test) make network namespaces joined
+# by a veth, capped with tc tbf and lossy through nftables.
 apt_install ip iproute2
 apt_install nft nftables
 # The metrics test scrapes the server with a real Prometheus.
@@ -46,7 +46,9 @@ export PRISM_BIN="$target_dir/release/prism"
 export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
 (cd clients/web && node --test test/sdk.test.mjs test/data.test.mjs)
 # Each file starts its own server and browser; one at a time (they measure media timing).
-for file in browser publisher_bitrate data_channel simulcast whip dashboard; do
+# constrained_link runs the server and two browsers in network namespaces of its own behind a
+# 600 kbit/s tbf cap (issue 9, acceptance 4); it needs root.
+for file in browser publisher_bitrate data_channel simulcast whip constrained_link dashboard; do
     (cd clients/web && node --test --test-concurrency=1 "test/$file.test.mjs")
 done
 echo "browser test results (screenshot, logs): $PRISM_TEST_RESULTS"

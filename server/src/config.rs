@@ -102,6 +102,8 @@ pub enum ConfigError {
     OtlpEndpoint(String),
     #[error("telemetry.otlp_interval_ms must be greater than 0")]
     OtlpInterval,
+    #[error("bwe: need 0 < min_bps <= initial_bps <= max_bps")]
+    BweRange,
 }
 
 impl From<figment::Error> for ConfigError {
@@ -126,6 +128,33 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub web: WebConfig,
     pub telemetry: TelemetryConfig,
+    pub bwe: BweConfig,
+}
+
+/// Downlink congestion control: a send-side bandwidth estimate per subscriber (transport-wide
+/// CC feedback, REMB as fallback), probing, pacing, and the allocator that picks each
+/// subscribed track's layer within it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BweConfig {
+    /// Default true. Off: no estimate, no pacing; subscribers get the layers they ask for.
+    pub enabled: bool,
+    /// Estimate before the first feedback, bits per second. Default 1500000.
+    pub initial_bps: u64,
+    /// Floor and ceiling of the estimate. Defaults 50000 and 50000000.
+    pub min_bps: u64,
+    pub max_bps: u64,
+}
+
+impl Default for BweConfig {
+    fn default() -> Self {
+        BweConfig {
+            enabled: true,
+            initial_bps: 1_500_000,
+            min_bps: 50_000,
+            max_bps: 50_000_000,
+        }
+    }
 }
 
 /// Metrics and OpenTelemetry.
@@ -291,6 +320,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             web: WebConfig::default(),
             telemetry: TelemetryConfig::default(),
+            bwe: BweConfig::default(),
         }
     }
 }
@@ -364,6 +394,7 @@ impl fmt::Debug for Config {
             .field("webhooks", &self.webhooks)
             .field("web", &self.web)
             .field("telemetry", &self.telemetry)
+            .field("bwe", &self.bwe)
             .finish()
     }
 }
@@ -383,6 +414,7 @@ const TOP_LEVEL: &[&str] = &[
     "webhooks",
     "web",
     "telemetry",
+    "bwe",
 ];
 
 /// The standard OpenTelemetry variable, used when `telemetry.otlp_endpoint` is not set.
@@ -450,6 +482,10 @@ impl Config {
         }
         if let Some((room, _)) = self.room.stream_keys.iter().find(|(_, k)| k.len() < 16) {
             return Err(ConfigError::WeakStreamKey { room: room.clone() });
+        }
+        let b = &self.bwe;
+        if b.min_bps == 0 || b.min_bps > b.initial_bps || b.initial_bps > b.max_bps {
+            return Err(ConfigError::BweRange);
         }
         for (key, secret) in &self.keys {
             if key.is_empty() {

@@ -157,6 +157,7 @@ async fn track_settings_for_an_unknown_subscription_are_an_error() {
                 width: 320,
                 height: 180,
                 paused: false,
+                pinned: false,
             })),
         })
         .await;

@@ -126,6 +126,10 @@ pub enum RoomEvent {
         /// Each layer and whether it is needed, as the server sent them.
         layers: Vec<LayerActivity>,
     },
+    /// How well the server's link to us carries what we subscribed to (sent every 2 s and
+    /// when the grade changes): the grade, the server's downlink estimate and what it
+    /// allocated within it. Also in [`crate::Room::connection_quality`].
+    ConnectionQuality(prism_proto::signal::ConnectionQualityUpdate),
     /// The server changed this participant's info (name, metadata, permissions, state), e.g.
     /// through the control plane. Revoked publish permission also unpublishes our tracks
     /// (`TrackUnpublished`); revoked subscribe permission ends our subscriptions.

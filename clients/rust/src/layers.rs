@@ -82,6 +82,8 @@ pub struct TrackSettings {
     pub height: u32,
     /// Not shown at all: the server forwards nothing.
     pub paused: bool,
+    /// Shown large: when the downlink is short, the server allocates this track first.
+    pub pinned: bool,
 }
 
 impl TrackSettings {
@@ -92,6 +94,7 @@ impl TrackSettings {
             width: self.width,
             height: self.height,
             paused: self.paused,
+            pinned: self.pinned,
         }
     }
 }
@@ -102,6 +105,7 @@ pub(crate) enum SettingsChange {
     Quality(VideoQuality),
     Dimensions(u32, u32),
     Paused(bool),
+    Pinned(bool),
     Replace(TrackSettings),
 }
 
@@ -111,6 +115,7 @@ impl SettingsChange {
             SettingsChange::Quality(q) => settings.quality = q,
             SettingsChange::Dimensions(w, h) => (settings.width, settings.height) = (w, h),
             SettingsChange::Paused(p) => settings.paused = p,
+            SettingsChange::Pinned(p) => settings.pinned = p,
             SettingsChange::Replace(s) => settings = s,
         }
         settings
@@ -153,19 +158,22 @@ mod tests {
         let s = SettingsChange::Quality(VideoQuality::Low).apply(TrackSettings::default());
         let s = SettingsChange::Dimensions(640, 360).apply(s);
         let s = SettingsChange::Paused(true).apply(s);
+        let s = SettingsChange::Pinned(true).apply(s);
         assert_eq!(
             s,
             TrackSettings {
                 quality: VideoQuality::Low,
                 width: 640,
                 height: 360,
-                paused: true
+                paused: true,
+                pinned: true,
             }
         );
         let proto = s.to_proto("TR_1");
         assert_eq!(proto.track_sid, "TR_1");
         assert_eq!(proto.quality(), VideoQuality::Low);
         assert!(proto.paused);
+        assert!(proto.pinned);
         let reset = SettingsChange::Replace(TrackSettings::default()).apply(s);
         assert_eq!(reset, TrackSettings::default());
     }

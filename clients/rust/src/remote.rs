@@ -211,6 +211,12 @@ impl RemoteTrack {
         self.change_settings(SettingsChange::Paused(paused)).await
     }
 
+    /// Pins the track (shown large) or unpins it: on a short downlink the server gives a
+    /// pinned track its layers before the subscriber's other video.
+    pub async fn set_pinned(&self, pinned: bool) -> Result<()> {
+        self.change_settings(SettingsChange::Pinned(pinned)).await
+    }
+
     async fn change_settings(&self, change: SettingsChange) -> Result<()> {
         let tx = self.commands.upgrade().ok_or(ClientError::Closed)?;
         let (reply, rx) = oneshot::channel();

@@ -128,6 +128,7 @@ struct Snapshot {
     remote_tracks: HashMap<String, RemoteTrack>,
     subscriber: SubscriberBook,
     rtt: Option<Duration>,
+    connection_quality: Option<prism_proto::signal::ConnectionQualityUpdate>,
     connection: Option<ConnectionState>,
     closed: bool,
 }
@@ -312,6 +313,12 @@ impl Room {
     /// Signaling round-trip time measured by the last ping.
     pub fn rtt(&self) -> Option<Duration> {
         lock(&self.inner.shared).rtt
+    }
+
+    /// The server's latest connection-quality report for our downlink (grade, estimate,
+    /// allocation); None until one arrived.
+    pub fn connection_quality(&self) -> Option<prism_proto::signal::ConnectionQualityUpdate> {
+        lock(&self.inner.shared).connection_quality
     }
 
     /// State of the peer connection.
@@ -1019,6 +1026,10 @@ impl Engine {
                 });
             }
             M::SubscribedLayers(update) => self.on_subscribed_layers(update),
+            M::ConnectionQuality(update) => {
+                lock(&self.shared).connection_quality = Some(update);
+                self.emit(RoomEvent::ConnectionQuality(update));
+            }
             other => {
                 let resend = match &other {
                     M::Subscription(m) => lock(&self.shared).subscriber.on_subscription(

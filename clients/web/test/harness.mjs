@@ -1,6 +1,7 @@
 // Test harness for the browser tests: the `prism` binary on loopback (ephemeral ports, dev
 // keys), Debian's Chromium driven by playwright-core with a fake camera and microphone, and
-// polling helpers. Nothing here leaves loopback.
+// polling helpers. Nothing here leaves loopback, unless a test runs the server or a browser
+// inside network namespaces it made itself (`command` / `executablePath` below).
 
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
@@ -52,7 +53,8 @@ export async function waitFor(what, probe, { timeoutMs = 10_000, intervalMs = 25
   }
 }
 
-function prismBinary() {
+/** The path of the `prism` binary the tests run (PRISM_BIN, else the debug build). */
+export function prismBinary() {
   const bin =
     process.env.PRISM_BIN ??
     path.join(process.env.CARGO_TARGET_DIR ?? path.join(repoRoot, 'target'), 'debug', 'prism');
@@ -67,16 +69,30 @@ export class PrismServer {
   #child = null;
   #log;
 
-  /** `logName`: the server's log file in the results directory (one per test file). */
-  constructor(env = {}, { logName = 'prism.log' } = {}) {
+  /**
+   * `logName`: the server's log file in the results directory (one per test file). For a
+   * server that is not on the host's loopback: `command` runs before the binary (e.g.
+   * `['ip', 'netns', 'exec', ns]`), `host` and `port` give its URL, and `healthz` (async,
+   * true once it answers) replaces the fetch of /healthz from this process.
+   */
+  constructor(env = {}, { logName = 'prism.log', command = [], host = '127.0.0.1', port, healthz } = {}) {
     this.env = env;
     this.bin = prismBinary();
     this.logName = logName;
+    this.command = command;
+    this.host = host;
+    this.port = port;
+    this.healthz = healthz ?? (async () => (await fetch(`${this.url}/healthz`).catch(() => null))?.ok);
     this.#log = createWriteStream(path.join(resultsDir, logName), { flags: 'w' });
   }
 
   get url() {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.host}:${this.port}`;
+  }
+
+  /** The process id of the running server (for cleanup on a hard exit), or null. */
+  get pid() {
+    return this.#child?.exitCode === null ? this.#child.pid : null;
   }
 
   async start() {
@@ -84,7 +100,8 @@ export class PrismServer {
     // the OS's pick each time (clients learn them from the candidates).
     this.port ??= await freePort();
     this.#log.write(`---- start on port ${this.port}\n`);
-    const child = spawn(this.bin, [], {
+    const [program, ...args] = [...this.command, this.bin];
+    const child = spawn(program, args, {
       env: {
         ...process.env,
         PRISM_BIND: '127.0.0.1',
@@ -100,8 +117,7 @@ export class PrismServer {
     this.#child = child;
     await waitFor('the server to answer /healthz', async () => {
       if (child.exitCode !== null) throw new Error(`prism exited with ${child.exitCode}; see ${resultsDir}/${this.logName}`);
-      const response = await fetch(`${this.url}/healthz`).catch(() => null);
-      return response?.ok;
+      return this.healthz();
     }, { timeoutMs: 15_000, intervalMs: 100 });
   }
 
@@ -126,11 +142,16 @@ export class PrismServer {
 /** Debian's chromium (CHROMIUM_PATH to override). */
 export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
-/** Headless Chromium with a fake 1280x720 camera and a fake microphone, loopback only. */
-export function launchBrowser() {
+/**
+ * Headless Chromium with a fake 1280x720 camera and a fake microphone, loopback only.
+ * `executablePath`: another launcher, e.g. a script that runs Chromium in a network namespace
+ * (Playwright talks to the browser over a pipe, which the launcher passes on); `args`: more
+ * command-line flags.
+ */
+export function launchBrowser({ executablePath = chromiumPath, args = [] } = {}) {
   // Playwright gives every launch a fresh temporary profile (--user-data-dir).
   return chromium.launch({
-    executablePath: chromiumPath,
+    executablePath,
     headless: true,
     args: [
       '--headless',
@@ -146,6 +167,7 @@ export function launchBrowser() {
       '--allow-loopback-in-peer-connection',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required',
+      ...args,
     ],
   });
 }

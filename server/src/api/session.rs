@@ -451,6 +451,7 @@ impl Session {
                 layers,
                 width,
                 height,
+                reason,
             } => Some(Resp::StreamState(pb::StreamStateUpdate {
                 track_sid,
                 state: if paused {
@@ -462,8 +463,9 @@ impl Session {
                 quality: quality_of_rank(rank, layers) as i32,
                 width,
                 height,
-                reason: 0,
+                reason: reason.to_proto(),
             })),
+            ConnEvent::ConnectionQuality(q) => Some(Resp::ConnectionQuality(q.to_proto())),
             ConnEvent::SubscribedLayers { track_id, layers } => {
                 let track_sid = self.room.track_sid_of(&self.sid, &track_id)?;
                 Some(Resp::SubscribedLayers(pb::SubscribedLayersUpdate {

@@ -190,13 +190,16 @@ fn upgrade(
     }
 }
 
+/// A track is paused only after the allocator has wanted that for this long: a pause is the
+/// most visible decision, and a single-layer track has nothing between full and nothing.
+const PAUSE_DELAY: Duration = Duration::from_secs(1);
 /// Minimum time on a layer before moving up from it.
-const MIN_TIME_ON_LAYER: Duration = Duration::from_secs(2);
+const MIN_TIME_ON_LAYER: Duration = Duration::from_secs(1);
 /// No upgrade for this long after a downgrade; doubled (up to the max) when a downgrade
 /// follows an upgrade within [`FLAP_WINDOW`].
 const UPGRADE_HOLD: Duration = Duration::from_secs(3);
-const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(60);
-const FLAP_WINDOW: Duration = Duration::from_secs(20);
+const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(16);
+const FLAP_WINDOW: Duration = Duration::from_secs(15);
 
 /// Per-subscriber memory that keeps the allocation from flapping.
 #[derive(Debug, Default)]
@@ -206,6 +209,8 @@ pub struct Hysteresis {
     hold: Option<Duration>,
     /// When each track (by the caller's index) last changed decision.
     changed_at: Vec<Option<Instant>>,
+    /// Since when the allocator has wanted each track paused.
+    pause_wanted_since: Vec<Option<Instant>>,
 }
 
 impl Hysteresis {
@@ -223,9 +228,12 @@ impl Hysteresis {
             applied.extend_from_slice(target);
             self.changed_at.clear();
             self.changed_at.resize(target.len(), Some(now));
+            self.pause_wanted_since.clear();
+            self.pause_wanted_since.resize(target.len(), None);
             return true;
         }
         self.changed_at.resize(target.len(), None);
+        self.pause_wanted_since.resize(target.len(), None);
         let hold = self.hold.unwrap_or(UPGRADE_HOLD);
         let upgrades_allowed = self
             .last_downgrade
@@ -234,8 +242,17 @@ impl Hysteresis {
         let mut downgraded = false;
         let mut upgraded = false;
         for (i, (&want, have)) in target.iter().zip(applied.iter_mut()).enumerate() {
+            if want != Decision::Paused {
+                self.pause_wanted_since[i] = None;
+            }
             if want == *have {
                 continue;
+            }
+            if want == Decision::Paused && *have != Decision::Off {
+                let since = *self.pause_wanted_since[i].get_or_insert(now);
+                if now.saturating_duration_since(since) < PAUSE_DELAY {
+                    continue;
+                }
             }
             let up = rank_of(want) > rank_of(*have);
             if up {
@@ -412,14 +429,30 @@ mod tests {
         // Subscribed: starts at once.
         assert!(h.apply(t0, &[Decision::Layer(0)], &mut applied));
         assert!(!h.apply(
-            t0 + Duration::from_secs(1),
+            t0 + Duration::from_millis(900),
             &[Decision::Layer(1)],
             &mut applied
         ));
         assert!(h.apply(
-            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(1),
             &[Decision::Layer(1)],
             &mut applied
         ));
+    }
+
+    #[test]
+    fn a_pause_waits_a_second_of_shortage() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut h = Hysteresis::default();
+        let mut applied = Vec::new();
+        h.apply(t0, &[Decision::Layer(0)], &mut applied);
+        assert!(!h.apply(t0 + ms(100), &[Decision::Paused], &mut applied));
+        assert!(!h.apply(t0 + ms(900), &[Decision::Paused], &mut applied));
+        // The shortage went away and came back: the second starts over.
+        h.apply(t0 + ms(1000), &[Decision::Layer(0)], &mut applied);
+        assert!(!h.apply(t0 + ms(1100), &[Decision::Paused], &mut applied));
+        assert!(h.apply(t0 + ms(2100), &[Decision::Paused], &mut applied));
+        assert_eq!(applied, [Decision::Paused]);
     }
 }

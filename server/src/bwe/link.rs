@@ -1,6 +1,6 @@
 //! What one connection's interceptor chain and its worker share about the downlink.
 //!
-//! The chain (estimator, pacer, prober) lives inside the engine's peer connection, out of the
+//! The chain (estimator, pacer) lives inside the engine's peer connection, out of the
 //! worker's reach; both run on the worker's thread, so the mutex here is never contended and
 //! is taken once per feedback packet or per pacer wake-up, never per forwarded packet of
 //! another connection.
@@ -18,18 +18,10 @@ pub struct LinkState {
     estimator: Mutex<SendSideBwe>,
     /// Pacing rate in bits per second; 0 = not pacing (no feedback to pace by).
     pacing_bps: AtomicU64,
-    /// Probe bytes the prober still has to send, and when the worker asked.
-    probe: Mutex<ProbeBudget>,
     /// Packets the pacer dropped because its queue was full.
     pub pacer_dropped: AtomicU64,
     /// Packets waiting in the pacer.
     pub pacer_queued: AtomicU64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProbeBudget {
-    pub bytes: u64,
-    pub due: Option<Instant>,
 }
 
 pub type SharedLink = Arc<LinkState>;
@@ -53,24 +45,6 @@ impl LinkState {
 
     pub fn set_pacing_bps(&self, bps: u64) {
         self.pacing_bps.store(bps, Ordering::Relaxed);
-    }
-
-    /// Asks the prober to send `bytes` more probe padding from `now` on.
-    pub fn add_probe_bytes(&self, bytes: u64, now: Instant) {
-        let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
-        p.bytes += bytes;
-        p.due.get_or_insert(now);
-    }
-
-    /// The probe bytes to send now (all of them: the pacer spreads them out).
-    pub fn take_probe_bytes(&self) -> u64 {
-        let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
-        p.due = None;
-        std::mem::take(&mut p.bytes)
-    }
-
-    pub fn probe_due(&self) -> Option<Instant> {
-        self.probe.lock().unwrap_or_else(|e| e.into_inner()).due
     }
 }
 

@@ -12,3 +12,4 @@ pub mod estimator;
 pub mod link;
 pub mod pacer;
 pub mod probe;
+pub mod quality;

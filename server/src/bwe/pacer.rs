@@ -3,8 +3,8 @@
 //! probe, does not arrive at a subscriber's bottleneck as one burst.
 //!
 //! Unlike the engine's pacer (one FIFO at the estimator's target, with no way for the
-//! application to change the rate between feedback packets): audio and retransmissions go
-//! first, the rate is read from [`LinkState`] at each release, and at rate 0 (no feedback to
+//! application to change the rate between feedback packets): audio goes first, then
+//! retransmissions, then video, the rate is read from [`LinkState`] at each release, and at rate 0 (no feedback to
 //! pace by) packets pass straight through. Queues are bounded: when full, the oldest video
 //! packet is dropped (it would arrive too late anyway).
 
@@ -19,6 +19,36 @@ use rtc::shared::marshal::MarshalSize;
 
 use super::link::SharedLink;
 
+/// Size on the wire of one probe padding packet: four 255-byte extensions, headers, SRTP.
+pub const PADDING_PACKET_SIZE: usize = 1070;
+const PADDING_EXTENSIONS: usize = 4;
+/// Two-byte header extensions (RFC 8285) allow ids up to 255; negotiated ones are small, and
+/// receivers skip ids they do not know.
+const PADDING_EXTENSION_ID: u8 = 200;
+const TWO_BYTE_PROFILE: u16 = 0x1000;
+static FILLER: [u8; 255] = [0; 255];
+
+/// Gives an empty padding packet (a probe the worker wrote) its size. RTP padding proper
+/// holds at most 255 bytes and the engine's packet writer only pads to a 4-byte boundary, so
+/// the bulk goes into header extensions of an id no one negotiated. Done here, past the
+/// engine's sender (which refuses extension ids that are not negotiated) and before the
+/// transport-wide sequence number is added.
+fn inflate_padding(packet: &mut rtc::rtp::Packet) {
+    let h = &mut packet.header;
+    if !h.padding || !packet.payload.is_empty() || h.extension {
+        return;
+    }
+    h.extension = true;
+    h.extension_profile = TWO_BYTE_PROFILE;
+    h.extensions.clear();
+    for _ in 0..PADDING_EXTENSIONS {
+        h.extensions.push(rtc::rtp::header::Extension {
+            id: PADDING_EXTENSION_ID,
+            payload: bytes::Bytes::from_static(&FILLER),
+        });
+    }
+}
+
 /// Packets queued at most (per class); about 1.5 s of a 1 Mbit/s stream.
 const QUEUE_LIMIT: usize = 1024;
 /// The budget may build up to this much sending time, so a released burst stays short.
@@ -29,9 +59,10 @@ const MIN_BURST_BITS: f64 = 2.0 * 1500.0 * 8.0;
 pub struct PacedSender {
     link: SharedLink,
     audio_ssrcs: Vec<u32>,
-    /// Audio and retransmissions.
-    urgent: VecDeque<TaggedPacket>,
-    /// Video and probes.
+    /// Audio, then retransmissions, then video and probes: each class waits for the ones
+    /// before it (a burst of retransmitted video must not hold audio back).
+    audio: VecDeque<TaggedPacket>,
+    repair: VecDeque<TaggedPacket>,
     normal: VecDeque<TaggedPacket>,
     out: VecDeque<TaggedPacket>,
     read_queue: VecDeque<TaggedPacket>,
@@ -44,7 +75,8 @@ impl PacedSender {
         Self {
             link,
             audio_ssrcs: Vec::new(),
-            urgent: VecDeque::new(),
+            audio: VecDeque::new(),
+            repair: VecDeque::new(),
             normal: VecDeque::new(),
             out: VecDeque::new(),
             read_queue: VecDeque::new(),
@@ -74,8 +106,10 @@ impl PacedSender {
         let rate = self.link.pacing_bps() as f64;
         self.refill(now, rate);
         loop {
-            let queue = if !self.urgent.is_empty() {
-                &mut self.urgent
+            let queue = if !self.audio.is_empty() {
+                &mut self.audio
+            } else if !self.repair.is_empty() {
+                &mut self.repair
             } else if !self.normal.is_empty() {
                 &mut self.normal
             } else {
@@ -94,14 +128,17 @@ impl PacedSender {
             packet.now = now;
             self.out.push_back(packet);
         }
-        self.link.pacer_queued.store(
-            (self.urgent.len() + self.normal.len()) as u64,
-            Ordering::Relaxed,
-        );
+        self.link
+            .pacer_queued
+            .store(self.queued() as u64, Ordering::Relaxed);
+    }
+
+    fn queued(&self) -> usize {
+        self.audio.len() + self.repair.len() + self.normal.len()
     }
 
     fn next_release(&self) -> Option<Instant> {
-        if self.urgent.is_empty() && self.normal.is_empty() {
+        if self.queued() == 0 {
             return None;
         }
         let rate = self.link.pacing_bps() as f64;
@@ -130,16 +167,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PacedSender {
         self.read_queue.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         let now = msg.now;
-        let Packet::Rtp(rtp) = &msg.message.packet else {
+        let Packet::Rtp(rtp) = &mut msg.message.packet else {
             self.out.push_back(msg);
             return Ok(());
         };
-        let urgent = self.audio_ssrcs.contains(&rtp.header.ssrc)
-            || msg.message.has(&Attribute::Retransmission);
-        let queue = if urgent {
-            &mut self.urgent
+        inflate_padding(rtp);
+        let queue = if self.audio_ssrcs.contains(&rtp.header.ssrc) {
+            &mut self.audio
+        } else if msg.message.has(&Attribute::Retransmission) {
+            &mut self.repair
         } else {
             &mut self.normal
         };

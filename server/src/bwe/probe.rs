@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::PacketReport;
 
 /// How long a probe sends.
-pub const PROBE_DURATION: Duration = Duration::from_millis(300);
+pub const PROBE_DURATION: Duration = Duration::from_millis(200);
 /// Packets leaving this long after the window still count (the pacer may release late).
 const DEPARTURE_GRACE: Duration = Duration::from_millis(50);
 /// A cluster with fewer reported packets measures nothing.
@@ -143,17 +143,23 @@ impl ProbeCluster {
     }
 }
 
-/// First wait after a failed probe; it doubles on each further failure.
+/// First wait after a failed probe; it doubles on each further failure, up to a few seconds:
+/// a link that recovers must be found within seconds, and a failed probe only queues for a
+/// few hundred milliseconds.
 const FAILED_BACKOFF: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// After a successful probe the next may follow soon: the climb to the wanted rate continues.
-const SUCCESS_GAP: Duration = Duration::from_millis(500);
+const SUCCESS_GAP: Duration = Duration::from_millis(200);
 
 /// Decides when one subscriber's link is probed, and at what rate.
 #[derive(Debug, Default)]
 pub struct ProbeController {
     next_allowed: Option<Instant>,
     backoff: Option<Duration>,
+    /// The last probe got through: the next may aim at everything wanted.
+    last_succeeded: bool,
+    /// No probe before this (the link pushed back).
+    hold_until: Option<Instant>,
     pub probes_sent: u64,
 }
 
@@ -162,17 +168,48 @@ impl ProbeController {
     /// estimate allows `estimate_bps`. The probe aims a little above what the next step needs,
     /// but at most at twice the estimate (a link is not asked to double in one go).
     pub fn poll(&mut self, now: Instant, estimate_bps: f64, wanted_bps: f64) -> Option<f64> {
+        self.poll_step(now, estimate_bps, wanted_bps, wanted_bps)
+    }
+
+    /// Like [`Self::poll`], with `next_step_bps`: what the allocation would need for its next
+    /// upgrade. The probe aims just above that (and at least 20% above the estimate), up to
+    /// twice the estimate (after a probe got through it aims at everything wanted): a probe
+    /// asks the link for what the next decision needs, not for everything at once.
+    pub fn poll_step(
+        &mut self,
+        now: Instant,
+        estimate_bps: f64,
+        wanted_bps: f64,
+        next_step_bps: f64,
+    ) -> Option<f64> {
         if wanted_bps <= estimate_bps || self.next_allowed.is_some_and(|at| now < at) {
             return None;
         }
-        let target = (wanted_bps * 1.2).clamp(estimate_bps * 1.25, estimate_bps * 2.0);
+        if self.hold_until.is_some_and(|at| now < at) {
+            return None;
+        }
+        let step = 2.0;
+        let aim = if self.last_succeeded {
+            wanted_bps
+        } else {
+            next_step_bps.min(wanted_bps)
+        };
+        let target = (aim * 1.1).clamp(estimate_bps * 1.2, estimate_bps * step);
         self.next_allowed = Some(now + PROBE_DURATION + RESULT_TIMEOUT);
         self.probes_sent += 1;
         Some(target)
     }
 
+    /// The probe [`Self::poll`] asked for could not start (no packet boundary to send it at):
+    /// it may be asked for again at once.
+    pub fn retry_now(&mut self) {
+        self.next_allowed = None;
+        self.probes_sent = self.probes_sent.saturating_sub(1);
+    }
+
     /// A probe finished: schedule the next one.
     pub fn on_result(&mut self, result: &ProbeResult) {
+        self.last_succeeded = result.succeeded();
         if result.succeeded() {
             self.backoff = None;
             self.next_allowed = Some(result.at + SUCCESS_GAP);
@@ -188,8 +225,8 @@ impl ProbeController {
     /// The link got worse (an overuse or loss decrease): the next probe waits at least the
     /// first backoff, so a probe does not land on a queue that is still draining.
     pub fn on_decrease(&mut self, now: Instant) {
-        let at = now + FAILED_BACKOFF;
-        self.next_allowed = Some(self.next_allowed.map_or(at, |n| n.max(at)));
+        self.hold_until = Some(now + FAILED_BACKOFF);
+        self.last_succeeded = false;
     }
 }
 

@@ -52,6 +52,10 @@ pub struct DownTrack {
     pub awaiting_first_packet: Option<Instant>,
     /// The loss fraction (of 256) in the subscriber's latest report block about this track.
     pub fraction_lost: Option<u8>,
+    /// The downlink allocator's decision (None: no estimate, no limit).
+    pub allocation: Option<crate::bwe::allocator::Decision>,
+    /// A screen share (allocated first, like a pinned track).
+    pub screen_share: bool,
     picture_ids: PictureIdRewriter,
 }
 
@@ -60,6 +64,29 @@ pub struct DownTrack {
 pub struct StreamReport {
     pub source: Option<u32>,
     pub paused: bool,
+    pub reason: PauseReason,
+}
+
+/// Why a down track forwards nothing (`StreamStateUpdate.Reason` in signal.proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PauseReason {
+    #[default]
+    None,
+    Requested,
+    NoLayer,
+    Bandwidth,
+}
+
+impl PauseReason {
+    /// The proto enum value.
+    pub fn to_proto(self) -> i32 {
+        match self {
+            Self::None => 0,
+            Self::Requested => 1,
+            Self::NoLayer => 2,
+            Self::Bandwidth => 3,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -97,6 +124,8 @@ impl DownTrack {
             reported: None,
             awaiting_first_packet: None,
             fraction_lost: None,
+            allocation: None,
+            screen_share: false,
             picture_ids: PictureIdRewriter::default(),
         }
     }
@@ -154,6 +183,30 @@ impl DownTrack {
             self.source = Some(ssrc);
             self.munger.switch_to(ssrc);
         }
+    }
+
+    /// `n` padding-only packets (a bandwidth probe), with sequence numbers of their own right
+    /// after the newest packet sent, into `out`. None when padding cannot go now (in the
+    /// middle of a frame, or nothing sent yet). They leave the worker empty; the pacer gives
+    /// them their size (see `bwe::pacer::inflate_padding`).
+    pub fn padding(&mut self, n: u16, out: &mut Vec<rtp::Packet>) -> Option<()> {
+        let payload_type = self.negotiated.as_ref()?.payload_type;
+        let (first, timestamp) = self.munger.padding(n)?;
+        for i in 0..n {
+            out.push(rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    padding: true,
+                    payload_type,
+                    sequence_number: first.wrapping_add(i),
+                    timestamp,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::new(),
+            });
+        }
+        Some(())
     }
 
     /// The packet this subscriber gets for `src`, or None when it is not forwarded (not yet

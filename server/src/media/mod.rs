@@ -9,6 +9,7 @@ pub mod extensions;
 pub mod layers;
 pub mod munger;
 pub mod picture_id;
+pub mod rate;
 pub mod receiver;
 pub mod reports;
 

@@ -209,6 +209,8 @@ pub struct RtpMunger {
     newest_ts: Option<TsMark>,
     /// Segments started so far; a rewriter of codec fields (picture IDs) re-bases on a change.
     segments_started: u64,
+    /// The newest output packet ended a frame (marker bit): padding may follow it.
+    frame_ended: bool,
 }
 
 impl RtpMunger {
@@ -235,6 +237,7 @@ impl RtpMunger {
             last: None,
             newest_ts: None,
             segments_started: 0,
+            frame_ended: false,
         }
     }
 
@@ -309,6 +312,39 @@ impl RtpMunger {
         self.target
     }
 
+    /// Reserves `n` output numbers for padding-only packets (bandwidth probes) right after
+    /// the newest packet sent, and returns the first and the timestamp to send them with.
+    /// Only between frames (a frame's packets must stay consecutive for the receiver to
+    /// assemble it) or while paused; the current segment's next packets continue after them.
+    pub fn padding(&mut self, n: u16) -> Option<(u16, u32)> {
+        let (last_out, ts) = self.last?;
+        let n = u64::from(n);
+        if n == 0 || last_out + 1 != self.next_out || !(self.frame_ended || self.paused) {
+            return None;
+        }
+        let first = self.next_out;
+        for out in first..first + n {
+            let _ = self.sent.insert(out);
+        }
+        self.next_out = first + n;
+        self.last = Some((first + n - 1, ts));
+        if let Some(seg) = self.segment {
+            let next_in = seg.highest_in + 1;
+            let tail = self.ranges.tail_mut();
+            if tail.len == 0 && tail.in_start == next_in {
+                tail.out_start = self.next_out;
+            } else {
+                self.ranges.push(Range {
+                    source: seg.source,
+                    in_start: next_in,
+                    out_start: self.next_out,
+                    len: 0,
+                });
+            }
+        }
+        Some((first as u16, ts))
+    }
+
     /// Output sequence number and timestamp of the forwarded packet with the highest output
     /// sequence number.
     pub fn last_output(&self) -> Option<(u16, u32)> {
@@ -352,7 +388,9 @@ impl RtpMunger {
             let tail = self.ranges.tail_mut();
             tail.len = x - tail.in_start + 1;
             let out = tail.out_start + (x - tail.in_start);
-            return self.forward(out, timestamp, pkt.arrival);
+            let outcome = self.forward(out, timestamp, pkt.arrival);
+            self.frame_ended = pkt.marker;
+            return outcome;
         }
         if x < seg.start_in {
             return MungeOutcome::Drop(DropReason::TooOld);
@@ -405,6 +443,7 @@ impl RtpMunger {
         self.last_ts_offset = Some((pkt.source, ts_offset));
         self.target = None;
         self.segments_started += 1;
+        self.frame_ended = pkt.marker;
         self.forward(out, pkt.timestamp.wrapping_add(ts_offset), pkt.arrival)
     }
 

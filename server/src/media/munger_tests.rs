@@ -684,3 +684,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn probe_padding_goes_between_frames_and_media_continues_after_it() {
+    let mut h = H::video(100);
+    assert_eq!(fwd(h.key(A, 10, 0, 0)).0, 100);
+    // Mid-frame (no marker yet): no padding, it would split the frame.
+    assert_eq!(h.m.padding(3), None);
+    let end = h.m.process(&IncomingPacket {
+        source: A,
+        seq: 11,
+        timestamp: 0,
+        marker: true,
+        payload_len: 1000,
+        keyframe_start: false,
+        arrival: h.t0,
+    });
+    assert_eq!(fwd(end).0, 101);
+    assert_eq!(
+        h.m.padding(3),
+        Some((102, 0)),
+        "three numbers after the frame"
+    );
+    assert_eq!(h.m.last_output(), Some((104, 0)));
+    // The next frame continues after the padding; a late packet still finds its number.
+    assert_eq!(
+        fwd(h.data(A, 13, 3000, 2)).0,
+        106,
+        "12 lost: 105 stays its hole"
+    );
+    assert_eq!(h.m.translate_outgoing_seq(105), Some((A, 12)));
+    assert_eq!(fwd(h.data(A, 12, 3000, 3)).0, 105);
+    assert_eq!(h.m.translate_outgoing_seq(101), Some((A, 11)));
+    assert_eq!(
+        h.m.translate_outgoing_seq(103),
+        None,
+        "padding has no source packet"
+    );
+    // Paused: padding may go whatever the last packet was (probing with all video paused).
+    h.m.pause();
+    assert_eq!(h.m.padding(2), Some((107, 3000)));
+}

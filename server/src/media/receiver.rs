@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use super::audio_level::AudioLevelTap;
 use super::codec::Codec;
 use super::layers::LayerSize;
+use super::rate::{PACKET_OVERHEAD, RateMeter};
 use super::reports::SenderClock;
 use super::{DownTrackId, ReceiverId};
 use crate::transport::ConnId;
@@ -32,6 +33,8 @@ pub struct Layer {
     pub sender_clock: Option<SenderClock>,
     /// The frame size its latest keyframe declared (VP8), for layers declared without one.
     pub observed_size: Option<LayerSize>,
+    /// Its bitrate on the wire over the last second.
+    pub rate: RateMeter,
 }
 
 /// A layer without media for this long counts as paused (30 fps video sends a packet at least
@@ -177,6 +180,7 @@ impl Receiver {
                 live_since: None,
                 sender_clock: None,
                 observed_size: None,
+                rate: RateMeter::default(),
             });
         }
     }
@@ -314,6 +318,38 @@ impl Receiver {
     /// Whether `rank` is arriving now (media within [`LAYER_STALE`]).
     pub fn arriving(&self, rank: usize, now: Instant) -> bool {
         self.layer_at(rank).is_some_and(|l| l.arriving(now))
+    }
+
+    /// Samples every layer's byte count (each housekeeping tick).
+    pub fn sample_rates(&mut self, now: Instant) {
+        for l in &mut self.layers {
+            l.rate.sample(now, l.bytes + l.packets * PACKET_OVERHEAD);
+        }
+    }
+
+    /// What forwarding `rank` costs a subscriber, bits per second: measured over the last
+    /// second, or (just started, or paused by dynacast) a typical rate for its size.
+    pub fn bitrate(&self, rank: usize) -> u64 {
+        let measured = self
+            .layer_at(rank)
+            .and_then(|l| l.rate.bps())
+            .filter(|&bps| bps > 0);
+        measured.unwrap_or_else(|| self.nominal_bitrate(rank))
+    }
+
+    fn nominal_bitrate(&self, rank: usize) -> u64 {
+        if !self.is_video() {
+            return 50_000;
+        }
+        let size = self.sizes.get(rank).copied().unwrap_or_default();
+        let pixels = u64::from(size.width) * u64::from(size.height);
+        if pixels > 0 {
+            // About 1.5 Mbit/s for 720p at 30 fps, scaled by area, at least 100 kbit/s.
+            return (pixels * 1_500_000 / (1280 * 720)).max(100_000);
+        }
+        // Unknown sizes: each rank below the top halves the size, a quarter of the rate.
+        let below_top = self.rank_count().saturating_sub(1 + rank) as u32;
+        (1_500_000u64 >> (2 * below_top)).max(100_000)
     }
 
     /// Whether `rank` has kept arriving for [`LAYER_SETTLE`].

@@ -255,6 +255,31 @@ pub const FAMILIES: &[Family] = &[
         "relayed data messages not written",
         |s| &s.data.messages_dropped,
     ),
+    counter(
+        "bwe_probes",
+        "bandwidth probes started (downlink estimation)",
+        |s| &s.bwe_probes,
+    ),
+    counter(
+        "probe_packets",
+        "padding packets sent to probe subscribers' downlinks",
+        |s| &s.probe_packets,
+    ),
+    counter(
+        "bwe_allocation_changes",
+        "downlink allocator decisions that changed a down track's layer or pause",
+        |s| &s.bwe_allocation_changes,
+    ),
+    counter(
+        "bwe_pauses",
+        "video down tracks paused for lack of downlink bandwidth",
+        |s| &s.bwe_pauses,
+    ),
+    counter(
+        "pacer_dropped",
+        "packets the pacers dropped because their queue was full",
+        |s| &s.pacer_dropped,
+    ),
     histogram(
         "join_seconds",
         "from a participant's join request to its peer connection being connected",

@@ -749,10 +749,11 @@ impl Room {
             settings.paused,
         );
         let track_sid = settings.track_sid.clone();
+        let pinned = settings.pinned;
         track_settings.insert(settings.track_sid.clone(), settings);
         let conn = m.conn;
         self.worker
-            .request_layer(conn, track_sid, request)
+            .request_layer(conn, track_sid, request, pinned)
             .map_err(|e| RoomError::Transport(e.to_string()))
     }
 
@@ -820,6 +821,7 @@ impl Room {
             track_sid: track_sid.to_owned(),
             publisher_sid: publisher_sid.clone(),
             layers: declared_layers(&p.info.layers),
+            screen_share: p.info.source == pb::TrackSource::ScreenShare as i32,
         };
         let Some(m) = s.members.get_mut(subscriber_sid) else {
             return;

@@ -17,7 +17,12 @@ use crate::media::{DownTrackId, ReceiverId};
 pub(crate) struct Connection {
     pub id: ConnId,
     pub pc: RTCPeerConnection,
+    /// The local ICE ufrag of the current ICE generation (empty until the first local
+    /// description), which routes STUN requests on the shared socket to this connection.
     pub ufrag: String,
+    /// After an ICE restart, the previous generation's ufrag and the remote addresses learned
+    /// under it: still routed here until the new generation is connected, then forgotten.
+    pub retired: Option<Retired>,
     /// Remote addresses learned from accepted STUN checks.
     pub addrs: Vec<SocketAddr>,
     pub events: mpsc::Sender<ConnEvent>,
@@ -38,6 +43,21 @@ pub(crate) struct Connection {
     pub data_channels: super::data::DataChannels,
     /// A viewer that cannot renegotiate (WHEP) has fixed senders; None for everyone else.
     pub slots: Option<super::worker::viewer::Slots>,
+    /// Downlink congestion control: the state shared with the interceptors (None when off),
+    /// and the worker's side of it (allocation, probing, quality reports).
+    pub link: Option<crate::bwe::link::SharedLink>,
+    pub downlink: super::worker::downlink::Downlink,
+    /// Track sids this participant pinned (shown large).
+    pub pinned: std::collections::HashSet<String>,
+    /// Its audio is active (speaker detection): its video gets priority.
+    pub speaking: bool,
+}
+
+/// What an ICE restart left of the previous generation's routes.
+#[derive(Debug, Default)]
+pub(crate) struct Retired {
+    pub ufrag: String,
+    pub addrs: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -61,13 +81,14 @@ impl Connection {
     pub fn new(
         id: ConnId,
         pc: RTCPeerConnection,
-        ufrag: String,
+        link: Option<crate::bwe::link::SharedLink>,
         events: mpsc::Sender<ConnEvent>,
     ) -> Self {
         Self {
             id,
             pc,
-            ufrag,
+            ufrag: String::new(),
+            retired: None,
             addrs: Vec::new(),
             events,
             negotiation: Negotiation::default(),
@@ -81,6 +102,10 @@ impl Connection {
             rtt: None,
             data_channels: Default::default(),
             slots: None,
+            link,
+            downlink: Default::default(),
+            pinned: Default::default(),
+            speaking: false,
         }
     }
 

@@ -18,6 +18,7 @@ use rtc::interceptor::{
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -43,6 +44,7 @@ fn wanted_by_application(packet: &dyn rtcp::Packet) -> bool {
         || any.is::<SenderReport>()
         || any.is::<ReceiverReport>()
         || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 /// Marks the inbound RTCP the worker consumes; passes everything through unchanged.

@@ -130,7 +130,11 @@ pub enum ConnEvent {
         layers: usize,
         width: u32,
         height: u32,
+        /// Why paused (`StreamStateUpdate.Reason` in signal.proto).
+        reason: crate::media::down_track::PauseReason,
     },
+    /// To a subscriber, every few seconds: how its downlink carries what it subscribed to.
+    ConnectionQuality(crate::bwe::quality::QualityReport),
     /// To a publisher (dynacast): which layers of its track some subscriber needs.
     SubscribedLayers {
         track_id: String,
@@ -179,6 +183,8 @@ pub(crate) enum WorkerCommand {
         subscriber: ConnId,
         track_sid: String,
         request: LayerRequest,
+        /// Shown large by the subscriber: allocated before its other tracks.
+        pinned: bool,
     },
     Unpublish {
         publisher: ConnId,
@@ -213,6 +219,8 @@ pub struct SubscribeSpec {
     pub publisher_sid: String,
     /// The simulcast layers the publisher declared (empty when it declared none).
     pub layers: Vec<DeclaredLayer>,
+    /// A screen share: allocated before cameras, like a pinned track.
+    pub screen_share: bool,
 }
 
 /// The way into one worker. Cheap to clone.
@@ -325,11 +333,13 @@ impl WorkerHandle {
         subscriber: ConnId,
         track_sid: String,
         request: LayerRequest,
+        pinned: bool,
     ) -> Result<(), TransportError> {
         self.post(WorkerCommand::LayerRequest {
             subscriber,
             track_sid,
             request,
+            pinned,
         })
     }
 
@@ -411,6 +421,7 @@ impl Transport {
                     config.rtc.ice_disconnected_timeout_ms,
                 ),
                 ice_failed_timeout: Duration::from_millis(config.rtc.ice_failed_timeout_ms),
+                bwe: config.bwe.clone(),
             };
             let (handle, thread) = worker::spawn(
                 index,

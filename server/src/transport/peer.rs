@@ -1,16 +1,19 @@
-//! Building the server side of a participant's peer connection: ICE-lite with credentials we
-//! choose (so the shared socket can route STUN by ufrag), our codecs and header extensions, the
-//! default interceptors, and host candidates for the worker's advertised addresses.
+//! Building the server side of a participant's peer connection: ICE-lite, our codecs and header
+//! extensions, the default interceptors, and host candidates for the worker's advertised
+//! addresses. The engine picks the ICE credentials (new ones on every ICE restart, RFC 8445
+//! section 9); the worker reads the ufrag from each local description it applies, since the
+//! ufrag routes STUN on the shared socket.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
-use rand::distr::Alphanumeric;
 use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::Arc;
 
-use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -26,29 +29,15 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodec
 
 use super::WorkerStats;
 use super::interceptors::{CountingNackResponder, FEEDBACK_TAP_SLOT, FeedbackTap};
+use crate::bwe::estimator::SendSideBwe;
+use crate::bwe::link::{LinkState, SharedEstimator, SharedLink};
+use crate::bwe::pacer::PacedSender;
+use crate::config::BweConfig;
 
 /// Header extensions Prism negotiates besides the ones the default interceptors add
 /// (transport-cc, mid, rid, repaired-rid).
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-
-/// ICE credentials of one connection; the ufrag is the routing key on the shared socket.
-#[derive(Debug, Clone)]
-pub struct IceCredentials {
-    pub ufrag: String,
-    pub pwd: String,
-}
-
-impl IceCredentials {
-    pub fn random() -> Self {
-        let mut rng = rand::rng();
-        let mut token =
-            |n: usize| -> String { (0..n).map(|_| rng.sample(Alphanumeric) as char).collect() };
-        let ufrag = token(16);
-        let pwd = token(32);
-        Self { ufrag, pwd }
-    }
-}
 
 /// Settings shared by every connection of a worker.
 #[derive(Debug, Clone)]
@@ -56,16 +45,20 @@ pub struct PeerSettings {
     pub advertised: Vec<SocketAddr>,
     pub ice_disconnected_timeout: Duration,
     pub ice_failed_timeout: Duration,
+    pub bwe: BweConfig,
 }
 
 /// The interceptor chain of a Prism connection. Like the engine's defaults (NACK generator
 /// toward publishers, receiver reports, transport-wide CC feedback to publishers) except: NACKs
 /// from subscribers are answered by our counting responder, sender reports are ours (they carry
 /// the publisher's clock through the timestamp rewriting, see `media::reports`), and the
-/// feedback the worker acts on is tapped for the application.
+/// feedback the worker acts on is tapped for the application. With downlink congestion control
+/// on (`bwe.enabled`), outgoing RTP also carries transport-wide sequence numbers, the feedback
+/// on them drives our estimator, and a pacer meters what leaves (see `crate::bwe`).
 fn interceptors(
     media_engine: &mut MediaEngine,
     stats: &Arc<WorkerStats>,
+    link: Option<&SharedLink>,
 ) -> Result<Registry, rtc::shared::error::Error> {
     // Registers the nack / nack pli feedback; the interceptors it adds are replaced below.
     let _ = configure_nack(Registry::new(), media_engine);
@@ -87,16 +80,35 @@ fn interceptors(
         )
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::from(FEEDBACK_TAP_SLOT), FeedbackTap::default());
+    let registry = match link {
+        Some(link) => registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(SharedEstimator(link.clone())).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(Slot::Pacer, PacedSender::new(link.clone())),
+        None => registry,
+    };
+    // Registers transport-cc (feedback and header extension) and the TWCC receiver, which
+    // sends publishers the feedback their own estimators need.
     configure_twcc_receiver_only(registry, media_engine)
 }
 
-/// Creates a connection ready to take the client's offer.
+/// Creates a connection ready to take the client's offer, and the downlink state its
+/// congestion control shares with the worker (None with `bwe.enabled` off).
 pub fn build(
     settings: &PeerSettings,
-    credentials: &IceCredentials,
     stats: &Arc<WorkerStats>,
     now: Instant,
-) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+) -> Result<(RTCPeerConnection, Option<SharedLink>), rtc::shared::error::Error> {
+    let link = settings.bwe.enabled.then(|| {
+        LinkState::new(SendSideBwe::new(
+            settings.bwe.initial_bps as f64,
+            settings.bwe.min_bps as f64,
+            settings.bwe.max_bps as f64,
+        ))
+    });
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -115,11 +127,13 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = interceptors(&mut media_engine, stats)?;
+    let registry = interceptors(&mut media_engine, stats, link.as_ref())?;
 
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        // No pinned credentials (`with_ice_credentials`): the engine would reuse pinned ones
+        // on an ICE restart, where both agents must change theirs (RFC 8445 section 9, RFC 8839
+        // section 4.4). The engine draws them from its crypto provider.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         // mDNS queries would go out through the shared socket; Prism never needs them.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -151,5 +165,5 @@ pub fn build(
         .new_candidate_host()?;
         pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     }
-    Ok(pc)
+    Ok((pc, link))
 }

@@ -23,13 +23,14 @@ const EVENT_QUEUE: usize = 4096;
 
 /// How a simulated worker treats media and connections (the configuration's defaults unless
 /// changed).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SimPolicy {
     /// At most one keyframe request per layer this often.
     pub keyframe_interval: Duration,
     pub dynacast: bool,
     pub ice_disconnected_timeout: Duration,
     pub ice_failed_timeout: Duration,
+    pub bwe: crate::config::BweConfig,
 }
 
 impl Default for SimPolicy {
@@ -40,6 +41,7 @@ impl Default for SimPolicy {
             dynacast: config.room.dynacast,
             ice_disconnected_timeout: Duration::from_millis(config.rtc.ice_disconnected_timeout_ms),
             ice_failed_timeout: Duration::from_millis(config.rtc.ice_failed_timeout_ms),
+            bwe: config.bwe,
         }
     }
 }
@@ -61,6 +63,7 @@ impl SimWorker {
             advertised: vec![addr],
             ice_disconnected_timeout: policy.ice_disconnected_timeout,
             ice_failed_timeout: policy.ice_failed_timeout,
+            bwe: policy.bwe.clone(),
         };
         let policy = MediaPolicy {
             keyframe_interval: policy.keyframe_interval,
@@ -161,12 +164,31 @@ impl SimWorker {
         request: LayerRequest,
         now: Instant,
     ) {
+        self.track_settings(subscriber, track_sid, request, false, now);
+    }
+
+    /// A subscriber's layer request, and whether it pins the track (shows it large).
+    pub fn track_settings(
+        &mut self,
+        subscriber: ConnId,
+        track_sid: String,
+        request: LayerRequest,
+        pinned: bool,
+        now: Instant,
+    ) {
         let command = WorkerCommand::LayerRequest {
             subscriber,
             track_sid,
             request,
+            pinned,
         };
         self.worker.handle_command(command, now);
+    }
+
+    /// What the downlink allocator of `conn` decided last: estimate, allocated and wanted bits
+    /// per second, video tracks paused for bandwidth.
+    pub fn downlink(&self, conn: ConnId) -> Option<(u64, u64, u64, u32)> {
+        self.worker.downlink(conn)
     }
 
     /// Closes a connection.

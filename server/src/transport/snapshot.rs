@@ -14,8 +14,8 @@ pub struct ConnDetail {
     pub conn: u64,
     pub connected: bool,
     pub rtt_ms: Option<u64>,
-    /// The subscriber's downlink estimate and what the allocator gave its tracks (None until
-    /// the bandwidth estimator reports them).
+    /// The subscriber's downlink estimate and what the allocator gave its tracks (None while
+    /// no estimate runs: `bwe.enabled = false`, or nothing subscribed yet).
     pub estimate_bps: Option<u64>,
     pub allocated_bps: Option<u64>,
     pub published: Vec<PublishedDetail>,
@@ -123,12 +123,15 @@ impl Worker {
                         }
                     })
                     .collect();
+                // The downlink allocator's last tick, once it has run for this subscriber.
+                let downlink =
+                    (c.link.is_some() && c.downlink.estimate_bps > 0).then_some(&c.downlink);
                 ConnDetail {
                     conn: id.0,
                     connected: c.connected,
                     rtt_ms: c.rtt.map(ms),
-                    estimate_bps: None,
-                    allocated_bps: None,
+                    estimate_bps: downlink.map(|d| d.estimate_bps),
+                    allocated_bps: downlink.map(|d| d.allocated_bps),
                     published,
                     subscribed,
                 }

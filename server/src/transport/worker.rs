@@ -14,11 +14,12 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
@@ -32,8 +33,8 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::connection::Connection;
-use super::peer::{self, IceCredentials, PeerSettings};
+use super::connection::{Connection, Retired};
+use super::peer::{self, PeerSettings};
 use super::sdp_fixes;
 use super::udp::{self, SendQueue};
 use super::{
@@ -90,6 +91,14 @@ pub struct WorkerStats {
     pub layer_switches: AtomicU64,
     /// Join and first-packet times, loop time, downlink estimates and allocations.
     pub histograms: crate::metrics::WorkerHistograms,
+    /// Downlink congestion control (see `crate::bwe`): probes started, probe packets sent,
+    /// allocation changes, video tracks paused for bandwidth (each pause counted once), and
+    /// packets the pacers dropped because their queue was full.
+    pub bwe_probes: AtomicU64,
+    pub probe_packets: AtomicU64,
+    pub bwe_allocation_changes: AtomicU64,
+    pub bwe_pauses: AtomicU64,
+    pub pacer_dropped: AtomicU64,
 }
 
 /// What a worker holds, for leak checks and diagnostics.
@@ -114,6 +123,8 @@ mod simulcast;
 #[path = "worker_viewer.rs"]
 pub(super) mod viewer;
 
+#[path = "worker_downlink.rs"]
+pub(super) mod downlink;
 #[path = "snapshot.rs"]
 pub(super) mod snapshot;
 
@@ -315,6 +326,7 @@ impl Worker {
     /// The periodic decisions ([`HOUSEKEEPING`]): layers, pending keyframes, stream states,
     /// dynacast and sender reports.
     pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.allocate_downlinks(now);
         self.select_layers(now);
         self.request_pending_keyframes(now);
         self.report_stream_states();
@@ -522,9 +534,89 @@ impl Worker {
             && let Some(p) = self.conns.get_mut(&previous)
         {
             p.addrs.retain(|a| *a != addr);
+            if let Some(r) = p.retired.as_mut() {
+                r.addrs.retain(|a| *a != addr);
+            }
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.addrs.push(addr);
+        }
+    }
+
+    /// Makes the ufrag of the connection's local description the one that routes STUN to it.
+    /// Called after every local description the worker applies: the first names the
+    /// connection's ufrag; an answer to an ICE restart names a new one. On a restart the
+    /// previous ufrag and the addresses learned under it keep routing here until the new
+    /// generation connects (`finish_ice_restart`), so nothing in flight from the client is
+    /// lost while it switches over. The worker is single-threaded: the new route exists before
+    /// the answer naming it leaves the worker.
+    pub(super) fn sync_ice_route(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(ufrag) =
+            c.pc.local_description()
+                .and_then(|d| local_ufrag(&d.sdp).map(str::to_owned))
+        else {
+            return;
+        };
+        if ufrag == c.ufrag {
+            return;
+        }
+        let previous = std::mem::replace(&mut c.ufrag, ufrag.clone());
+        let mut forget = Retired::default();
+        if !previous.is_empty() {
+            // A restart while another was still completing drops the older generation.
+            if let Some(older) = c.retired.take() {
+                forget = older;
+            }
+            c.retired = Some(Retired {
+                ufrag: previous,
+                addrs: std::mem::take(&mut c.addrs),
+            });
+            tracing::debug!(
+                worker = self.index,
+                conn = id.0,
+                "ICE restart: new local ufrag"
+            );
+        }
+        if let Some(other) = self.by_ufrag.insert(ufrag, id)
+            && other != id
+        {
+            tracing::warn!(
+                conn = id.0,
+                other = other.0,
+                "ICE ufrag collision; STUN now routes to the newer connection"
+            );
+        }
+        self.forget_routes(id, forget);
+    }
+
+    /// The new ICE generation is connected: the previous one's routes go. An address the new
+    /// generation uses too (a client that kept its socket) is learned again at once: the
+    /// check that connected it is answered in the same pass (`process_dirty` drains events
+    /// before it collects the datagrams to send).
+    fn finish_ice_restart(&mut self, id: ConnId) {
+        let Some(retired) = self.conns.get_mut(&id).and_then(|c| c.retired.take()) else {
+            return;
+        };
+        tracing::debug!(
+            worker = self.index,
+            conn = id.0,
+            old_addrs = retired.addrs.len(),
+            "ICE restart complete"
+        );
+        self.forget_routes(id, retired);
+    }
+
+    fn forget_routes(&mut self, id: ConnId, routes: Retired) {
+        if self.by_ufrag.get(&routes.ufrag) == Some(&id) {
+            self.by_ufrag.remove(&routes.ufrag);
+        }
+        for addr in &routes.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
         }
     }
 
@@ -581,6 +673,9 @@ impl Worker {
                 tracing::debug!(conn = id.0, ?state, "peer connection state");
                 c.emit(ConnEvent::StateChanged(state));
             }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+            ) => self.finish_ice_restart(id),
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.on_track_open(id, init, now);
             }
@@ -700,8 +795,9 @@ impl Worker {
             .audio_level
             .as_mut()
             .and_then(|tap| tap.observe(&packet.header, now))
-            && let Some(c) = self.conns.get(&publisher)
+            && let Some(c) = self.conns.get_mut(&publisher)
         {
+            c.speaking = report.active;
             // At most once per detection window (500 ms) per track.
             c.emit(ConnEvent::SpeakerLevel {
                 track_id: receiver.track_id.clone(),
@@ -796,6 +892,10 @@ impl Worker {
             self.on_report_blocks(id, &sr.reports, now);
         } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
             self.on_report_blocks(id, &rr.reports, now);
+        } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+            && let Some(link) = self.conns.get(&id).and_then(|c| c.link.as_ref())
+        {
+            link.estimator().on_remb(now, f64::from(remb.bitrate));
         }
     }
 
@@ -987,6 +1087,7 @@ impl Worker {
         );
         tracing::trace!(conn = id.0, offer = offer_id, %sdp, "server offer");
         c.emit(ConnEvent::Offer { sdp, id: offer_id });
+        self.sync_ice_route(id);
     }
 
     fn on_client_offer(
@@ -1022,6 +1123,7 @@ impl Worker {
             &sdp_fixes::drop_simulcast_rtx(&sdp),
             sdp_fixes::START_BITRATE_KBPS,
         );
+        self.sync_ice_route(id);
         self.mark_dirty(id);
         Ok(Some(sdp))
     }
@@ -1174,7 +1276,8 @@ impl Worker {
                 subscriber,
                 track_sid,
                 request,
-            } => self.request_layer(subscriber, track_sid, request),
+                pinned,
+            } => self.request_layer(subscriber, track_sid, request, pinned),
             WorkerCommand::Unsubscribe {
                 subscriber,
                 track_sid,
@@ -1230,12 +1333,11 @@ impl Worker {
         events: mpsc::Sender<ConnEvent>,
         now: Instant,
     ) -> Result<(), TransportError> {
-        let credentials = IceCredentials::random();
-        let pc = peer::build(&self.settings, &credentials, &self.stats, now)
+        let (pc, link) = peer::build(&self.settings, &self.stats, now)
             .map_err(|e| TransportError::Engine(e.to_string()))?;
-        self.by_ufrag.insert(credentials.ufrag.clone(), conn);
+        // Routed by ufrag once its first local description (the answer) names one.
         self.conns
-            .insert(conn, Connection::new(conn, pc, credentials.ufrag, events));
+            .insert(conn, Connection::new(conn, pc, link, events));
         self.dirty.push(conn);
         self.stats
             .connections
@@ -1349,6 +1451,7 @@ impl Worker {
             dt.request = *request;
         }
         dt.awaiting_first_packet = Some(now);
+        dt.screen_share = spec.screen_share;
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);
         c.negotiation.needed = true;
@@ -1449,8 +1552,13 @@ impl Worker {
                 r.remove_subscriber(id, dt.id);
             }
         }
-        self.by_ufrag.remove(&c.ufrag);
-        for addr in &c.addrs {
+        let retired = c.retired.take().unwrap_or_default();
+        for ufrag in [&c.ufrag, &retired.ufrag] {
+            if self.by_ufrag.get(ufrag) == Some(&id) {
+                self.by_ufrag.remove(ufrag);
+            }
+        }
+        for addr in c.addrs.iter().chain(&retired.addrs) {
             if self.by_addr.get(addr) == Some(&id) {
                 self.by_addr.remove(addr);
             }
@@ -1467,4 +1575,11 @@ impl Worker {
             .store(self.conns.len(), Ordering::Relaxed);
         tracing::debug!(worker = self.index, conn = id.0, "connection closed");
     }
+}
+
+/// The first `a=ice-ufrag` of a description (the engine writes the same one in every section).
+fn local_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .filter(|u| !u.is_empty())
 }

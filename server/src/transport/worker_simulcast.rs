@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{ConnEvent, ConnId, Worker};
-use crate::media::down_track::{DownTrack, StreamReport};
+use crate::bwe::allocator::Decision;
+use crate::media::down_track::{DownTrack, PauseReason, StreamReport};
 use crate::media::layers::{self, LayerRequest};
 use crate::media::receiver::Receiver;
 
@@ -26,11 +27,17 @@ pub(super) fn select_layer(r: &Receiver, dt: &mut DownTrack, now: Instant) -> Op
             ssrc
         });
     }
-    let Some(wanted) = layers::wanted_rank(dt.request, r.sizes()) else {
-        if !dt.munger.is_paused() {
-            dt.munger.pause();
+    let wanted = layers::wanted_rank(dt.request, r.sizes());
+    let wanted = match (wanted, dt.allocation) {
+        (None, _) | (_, Some(Decision::Paused)) => {
+            if !dt.munger.is_paused() {
+                dt.munger.pause();
+            }
+            return None;
         }
-        return None;
+        // The downlink allocator caps what the subscriber asked for.
+        (Some(wanted), Some(Decision::Layer(cap))) => wanted.min(cap),
+        (Some(wanted), _) => wanted,
     };
     if dt.munger.is_paused() {
         dt.munger.resume();
@@ -63,10 +70,16 @@ impl Worker {
         subscriber: ConnId,
         track_sid: String,
         request: LayerRequest,
+        pinned: bool,
     ) {
         let Some(c) = self.conns.get_mut(&subscriber) else {
             return;
         };
+        if pinned {
+            c.pinned.insert(track_sid.clone());
+        } else {
+            c.pinned.remove(&track_sid);
+        }
         if let Some(dt) = c
             .down_track_by_sid
             .get(&track_sid)
@@ -123,9 +136,20 @@ impl Worker {
                     continue;
                 }
                 let source = dt.munger.current_source();
+                let paused = dt.munger.is_paused() || source.is_none();
+                let reason = if !paused {
+                    PauseReason::None
+                } else if dt.request == LayerRequest::Paused {
+                    PauseReason::Requested
+                } else if dt.allocation == Some(Decision::Paused) {
+                    PauseReason::Bandwidth
+                } else {
+                    PauseReason::NoLayer
+                };
                 let report = StreamReport {
                     source,
-                    paused: dt.munger.is_paused() || source.is_none(),
+                    paused,
+                    reason,
                 };
                 // Nothing to say before the first packet went out, unless paused on purpose.
                 if dt.reported == Some(report)
@@ -145,6 +169,7 @@ impl Worker {
                     layers: r.rank_count(),
                     width: size.width,
                     height: size.height,
+                    reason,
                 });
             }
         }

@@ -201,6 +201,7 @@ impl Worker {
             c.pc.local_description()
                 .map(|d| d.sdp)
                 .unwrap_or(answer.sdp);
+        self.sync_ice_route(id);
         self.mark_dirty(id);
         Ok(sdp)
     }

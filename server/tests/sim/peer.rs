@@ -543,6 +543,8 @@ pub struct Subscriber {
     pub plis_sent: u64,
     /// Layer changes and pauses, as the server announced them.
     pub stream_states: Vec<StreamStateChange>,
+    /// Connection-quality reports (downlink estimate and allocation), as the server sent them.
+    pub quality: Vec<(Instant, prism_server::bwe::quality::QualityReport)>,
 }
 
 impl Subscriber {
@@ -562,6 +564,7 @@ impl Subscriber {
             next_pli: None,
             plis_sent: 0,
             stream_states: Vec::new(),
+            quality: Vec::new(),
         })
     }
 

@@ -129,6 +129,39 @@ impl World {
         self.connect_publisher(publisher)
     }
 
+    /// Connects a simulcast publisher of one VP8 track and one Opus track.
+    pub fn add_simulcast_publisher_with_audio(
+        &mut self,
+        layers: Vec<(String, Vp8Config)>,
+        audio: OpusConfig,
+    ) -> usize {
+        let i = self.publishers.len();
+        let mut publisher = Publisher::simulcast(publisher_addr(i), layers, self.now)
+            .expect("simulcast publisher peer");
+        publisher.add_audio(audio).expect("audio track");
+        self.connect_publisher(publisher)
+    }
+
+    /// A subscriber's settings for one publisher's video track: a layer request, and whether
+    /// it is pinned.
+    pub fn track_settings(
+        &mut self,
+        subscriber: usize,
+        publisher: usize,
+        request: LayerRequest,
+        pinned: bool,
+    ) {
+        let conn = self.conn_of[&Role::Subscriber(subscriber)];
+        let publisher_conn = self.conn_of[&Role::Publisher(publisher)];
+        for (p, track_id) in self.tracks.clone() {
+            if p == publisher_conn && track_id.starts_with("video") {
+                let sid = Self::track_sid(p, &track_id);
+                self.server
+                    .track_settings(conn, sid, request, pinned, self.now);
+            }
+        }
+    }
+
     fn connect_publisher(&mut self, mut publisher: Publisher) -> usize {
         let i = self.publishers.len();
         let conn = self.connect(&mut publisher.peer);
@@ -207,6 +240,7 @@ impl World {
             track_id,
             publisher_sid: format!("PA_{}", publisher.0),
             layers: Vec::new(),
+            screen_share: false,
         };
         self.server.subscribe(spec, self.now);
     }
@@ -390,6 +424,11 @@ impl World {
                                 rid,
                                 rank,
                             });
+                        }
+                    }
+                    ConnEvent::ConnectionQuality(report) => {
+                        if let Role::Subscriber(i) = role {
+                            self.subscribers[i].quality.push((self.now, report));
                         }
                     }
                     ConnEvent::TrackOpened {

@@ -564,7 +564,11 @@ async fn patch(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     // ICE restart: the engine restarts ICE when a renegotiation brings new remote
-    // credentials, so the session's offer is applied again with the new ones.
+    // credentials, so the session's offer is applied again with the new ones. Its answer
+    // carries new server credentials too, already routed by the worker when it returns (the
+    // previous ones stay routed until the new generation connects). A restart refused by
+    // its precondition (412 above) changes nothing; a failed one answers an error and does
+    // not end the session (RFC 9725 section 4.4.2).
     let restarted = sdp::with_ice_credentials(&offer, &ufrag, &pwd);
     let answer = match entry.room.worker.offer(entry.conn, restarted.clone()).await {
         Ok(Some(answer)) => answer,

@@ -258,7 +258,8 @@ fn on_event(s: &Joined, event: ConnEvent, connected: &mut bool) -> Option<Discon
         ConnEvent::Subscribed { .. }
         | ConnEvent::Data { .. }
         | ConnEvent::StreamState { .. }
-        | ConnEvent::SubscribedLayers { .. } => {}
+        | ConnEvent::SubscribedLayers { .. }
+        | ConnEvent::ConnectionQuality(_) => {}
     }
     None
 }
