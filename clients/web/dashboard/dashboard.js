@@ -154,8 +154,9 @@ function renderParticipant(p, at) {
   gauge(`est:${p.sid}`, p.estimate_bps);
   gauge(`alloc:${p.sid}`, p.allocated_bps);
   const downlink = p.estimate_bps === null && p.allocated_bps === null ? ''
-    : `<div class="row"><div class="label">downlink <span class="legend"><i style="background:${css('--est')}"></i>estimate ${bitrate(p.estimate_bps)}
-        <i style="background:${css('--alloc')}"></i>allocated ${bitrate(p.allocated_bps)}</span></div>
+    : `<div class="row"><div class="label">downlink
+        <div class="layers legend"><i style="background:${css('--est')}"></i>estimate ${bitrate(p.estimate_bps)}</div>
+        <div class="layers legend"><i style="background:${css('--alloc')}"></i>allocated ${bitrate(p.allocated_bps)}</div></div>
         ${chart(`est:${p.sid}|${css('--est')}`, `alloc:${p.sid}|${css('--alloc')}`)}</div>`;
   return `<div class="participant" data-identity="${esc(p.identity)}" data-sent-bps="${Math.round(sent)}" data-received-bps="${Math.round(received)}">
       <div class="who"><b>${esc(p.name || p.identity)}</b><span class="dim">${esc(p.sid)}</span>
