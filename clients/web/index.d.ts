@@ -25,6 +25,53 @@ export declare const TrackSource: Readonly<{
 export type VideoQualityValue = 'auto' | 'low' | 'medium' | 'high';
 export declare const VideoQuality: Readonly<{ Auto: 'auto'; Low: 'low'; Medium: 'medium'; High: 'high' }>;
 
+/** Why the server forwards nothing of a subscribed video (StreamState.reason). */
+export type PauseReasonValue = 'none' | 'requested' | 'no_layer' | 'bandwidth';
+export declare const PauseReason: Readonly<{
+  /** Not paused, or the server did not say. */
+  None: 'none';
+  /** We paused it (setPaused). */
+  Requested: 'requested';
+  /** The publisher sends no layer at the moment. */
+  NoLayer: 'no_layer';
+  /** Our downlink cannot carry it: audio and higher-priority video come first. */
+  Bandwidth: 'bandwidth';
+}>;
+
+/** The grade of the server's connection-quality report on our downlink. */
+export type ConnectionQualityValue = 'excellent' | 'good' | 'poor' | 'lost';
+export declare const ConnectionQuality: Readonly<{
+  /** Everything subscribed arrives at the layers wanted. */
+  Excellent: 'excellent';
+  /** Some video on a lower layer than wanted, or noticeable loss. */
+  Good: 'good';
+  /** Video paused for bandwidth, or heavy loss. */
+  Poor: 'poor';
+  /** The server has had no feedback from us for seconds. */
+  Lost: 'lost';
+}>;
+
+/** The server's report on its link to us (ConnectionQualityUpdate), every 2 s and on a grade change. */
+export interface ConnectionQualityReport {
+  quality: ConnectionQualityValue;
+  /** The server's send-side estimate of our downlink, bit/s (0: none yet). */
+  estimateBps: number;
+  /** What the server chose to send us within it, bit/s. */
+  allocatedBps: number;
+  /** What our subscriptions would need uncapped, bit/s. */
+  wantedBps: number;
+  /** Downlink loss as we reported it, fraction 0..1. */
+  loss: number;
+  /** Round-trip time, ms (0: unknown). */
+  rttMs: number;
+  /** Video tracks paused for bandwidth. */
+  pausedTracks: number;
+  /** When it arrived (Date.now()). */
+  at: number;
+}
+/** A ConnectionQualityUpdate in protobuf JSON, as the SDK exposes it. */
+export declare function connectionQualityFromProto(message: object): ConnectionQualityReport;
+
 export type ConnectErrorReasonValue =
   | 'unauthorized'
   | 'forbidden'
@@ -97,12 +144,16 @@ export interface TrackSettings {
   width: number;
   height: number;
   paused: boolean;
+  /** Shown large: allocated before our other video when the downlink is short. */
+  pinned: boolean;
 }
 
 /** What the server forwards of a subscribed video track (its StreamStateUpdate). */
 export interface StreamState {
-  /** Nothing is forwarded: paused in the settings, or no layer arriving. */
+  /** Nothing is forwarded: paused in the settings, no layer arriving, or no room on our downlink. */
   paused: boolean;
+  /** Why it is paused ('none' while active). */
+  reason: PauseReasonValue;
   /** The simulcast layer forwarded ('q' | 'h' | 'f'; '' for a track without simulcast). */
   rid: string;
   /** That layer's rank, null when the server gave none. */
@@ -154,6 +205,11 @@ export declare class RemoteTrackPublication extends TrackPublication {
   setRenderedSize(width: number, height: number): void;
   /** Not shown at all: the server forwards no video until resumed. */
   setPaused(paused: boolean): void;
+  /**
+   * Pins (shown large) or unpins the video: when our downlink is short, the server gives it its
+   * layers before our other video. Sent as `trackSettings` with the other settings kept.
+   */
+  setPinned(pinned: boolean): void;
   on(event: 'streamStateChanged', listener: (state: StreamState | null) => void): () => void;
   on(event: string, listener: (...args: any[]) => void): () => void;
 }
@@ -320,6 +376,8 @@ export interface RoomEvents {
   streamStateChanged: (publication: RemoteTrackPublication, state: StreamState, participant: RemoteParticipant) => void;
   /** Dynacast: the server said which layers of our track subscribers need (layer states updated; the encodings follow). */
   subscribedLayersChanged: (publication: LocalTrackPublication, layers: LayerState[]) => void;
+  /** The server's report on our downlink (also Room.connectionQuality). */
+  connectionQuality: (report: ConnectionQualityReport) => void;
   connectionState: (state: ConnectionStateValue) => void;
   reconnecting: (why: string) => void;
   reconnected: () => void;
@@ -347,6 +405,7 @@ export declare const RoomEvent: Readonly<{
   ActiveSpeakers: 'activeSpeakers';
   StreamStateChanged: 'streamStateChanged';
   SubscribedLayersChanged: 'subscribedLayersChanged';
+  ConnectionQuality: 'connectionQuality';
   DataReceived: 'dataReceived';
   ConnectionState: 'connectionState';
   Reconnecting: 'reconnecting';
@@ -398,6 +457,8 @@ export declare class Room {
   participants: Map<string, RemoteParticipant>;
   connectionState: ConnectionStateValue;
   activeSpeakers: Participant[];
+  /** The server's latest report on our downlink; null until one arrived on this connection. */
+  connectionQuality: ConnectionQualityReport | null;
   /** Everything we publish, including tracks still waiting for the server's sid. */
   readonly localPublications: LocalTrackPublication[];
   readonly peerConnection: RTCPeerConnection | null;
@@ -409,6 +470,8 @@ export declare class Room {
   /** Leaves and releases everything; harmless to call again. */
   disconnect(): Promise<void>;
   setSubscribed(trackSids: string[], subscribed: boolean): void;
+  /** Pins or unpins a remote track by sid (RemoteTrackPublication.setPinned); false if unknown. */
+  setPinned(trackSid: string, pinned: boolean): boolean;
   /**
    * Sends a data message to everyone else in the room, or to `destinationIdentities`; reliable
    * (ordered, retransmitted) by default. Needs the can_publish_data grant.

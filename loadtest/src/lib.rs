@@ -1,6 +1,7 @@
 //! `prism-loadtest`: simulated publishers and subscribers against a Prism server, and a report
-//! of what they saw (join time, loss, one-way latency, bitrate, received layer) plus the
-//! server's CPU and memory, as tables and JSON.
+//! of what they saw (join time, loss, one-way latency, bitrate, received layer, the server's
+//! downlink estimate per subscriber and the layers it forwarded) plus the server's CPU and
+//! memory, as tables and JSON.
 //!
 //! The library is what the binary runs; tests drive it directly:
 //!
@@ -14,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod downlink;
 pub mod participant;
 pub mod procstat;
 pub mod report;

@@ -22,7 +22,9 @@ use prism_loadtest::runner::{self, RunOptions};
 use prism_loadtest::scenario::{Layer, Layout, Quality, Scenario, VideoSpec};
 
 /// Simulated Prism publishers and subscribers; reports join time, loss, one-way latency,
-/// bitrate, received layer and the server's CPU and memory, as tables and JSON.
+/// bitrate, received layer, the server's downlink estimate per subscriber over time with the
+/// layers it forwarded, switches and pauses, and the server's CPU and memory, as tables and
+/// JSON.
 ///
 /// Flags override the scenario file, which overrides the defaults.
 #[derive(Parser, Debug)]

@@ -1,7 +1,7 @@
 //! One simulated participant: joins with its own token, publishes synthetic VP8/Opus, and
 //! subscribes and measures what it receives.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,11 +14,12 @@ use prism_client::synthetic::{
 };
 use prism_client::{
     ClientError, Codec, ConnectOptions, LocalTrack, RemoteTrack, Room, RoomEvent, RoomEvents,
-    SimulcastLayer, TrackKind, TrackOptions, VideoQuality,
+    SimulcastLayer, StreamState, TrackKind, TrackOptions, VideoQuality,
 };
 use prism_server::auth::AccessToken;
 use tokio::sync::watch;
 
+use crate::downlink::{LayerLog, QualityLog, layer_label};
 use crate::scenario::{Quality, Role, Scenario};
 use crate::stats::{PublishStats, TrackStats};
 
@@ -119,6 +120,8 @@ pub struct RunShared {
     pub tx_packets: AtomicU64,
     /// Flips to true when publishers should stop.
     pub stop: watch::Receiver<bool>,
+    /// When the run started (time series count seconds from here).
+    pub started: Instant,
 }
 
 /// Where a participant stands.
@@ -148,6 +151,8 @@ pub struct Subscription {
     pub kind: TrackKind,
     /// The measurements.
     pub stats: Mutex<TrackStats>,
+    /// The layers the server forwarded (video), from its stream-state updates.
+    pub layers: Mutex<LayerLog>,
 }
 
 /// One published track.
@@ -182,6 +187,8 @@ pub struct Participant {
     pub status: Mutex<Status>,
     /// What it receives.
     pub subscriptions: Mutex<Vec<Arc<Subscription>>>,
+    /// The server's connection-quality reports on its downlink (subscribers).
+    pub downlink: Mutex<QualityLog>,
     /// What it sends.
     pub publications: Mutex<Vec<Arc<Publication>>>,
 }
@@ -202,6 +209,7 @@ impl Participant {
             token_at: Mutex::new(None),
             status: Mutex::new(Status::Joining),
             subscriptions: Mutex::new(vec![]),
+            downlink: Mutex::default(),
             publications: Mutex::new(vec![]),
         }
     }
@@ -268,7 +276,8 @@ impl Participant {
             room.clone(),
             events,
             selector,
-            scenario.layout.qualities.clone(),
+            // What the event handler reads of the scenario (the layout, the layers' names).
+            scenario.clone(),
             token_at,
             shared.clone(),
         ));
@@ -389,10 +398,11 @@ impl Participant {
         room: Room,
         mut events: RoomEvents,
         mut selector: Option<Selector>,
-        qualities: Vec<Quality>,
+        scenario: Scenario,
         token_at: Instant,
         shared: Arc<RunShared>,
     ) {
+        let (qualities, video) = (&scenario.layout.qualities, &scenario.video);
         // Video tracks shown so far: the layout's qualities apply in this order.
         let mut shown = 0usize;
         if let Some(s) = selector.as_mut() {
@@ -401,9 +411,34 @@ impl Participant {
         // The server says why it drops a session in an `error` just before closing signaling
         // (e.g. a peer connection that did not connect in time); keep it for the report.
         let mut last_error: Option<String> = None;
+        // Stream states that came before their track's subscription event.
+        let mut early_states: HashMap<String, Vec<(Instant, StreamState, String)>> = HashMap::new();
         while let Some(event) = events.recv().await {
             match event {
                 RoomEvent::Error(e) => last_error = Some(e.to_string()),
+                RoomEvent::ConnectionQuality(report) => {
+                    lock(&self.downlink).record(&report, Instant::now(), shared.started);
+                }
+                RoomEvent::StreamStateChanged { track_sid, state } => {
+                    let now = Instant::now();
+                    let label = layer_label(&state, |w, h| {
+                        let size = (u16::try_from(w).ok()?, u16::try_from(h).ok()?);
+                        Some(video.layer_for(size.0, size.1)?.name.clone())
+                    });
+                    let subscription = lock(&self.subscriptions)
+                        .iter()
+                        .find(|s| s.track_sid == track_sid)
+                        .cloned();
+                    match subscription {
+                        Some(s) => lock(&s.layers).record(&state, label, now, shared.started),
+                        None => {
+                            let early = early_states.entry(track_sid).or_default();
+                            if early.len() < 16 {
+                                early.push((now, state, label));
+                            }
+                        }
+                    }
+                }
                 RoomEvent::TrackPublished { track, .. } => {
                     if let Some(s) = selector.as_mut() {
                         s.consider(&room, &track.sid, track.kind()).await;
@@ -424,7 +459,12 @@ impl Participant {
                         track_sid: remote.sid().to_owned(),
                         kind: remote.kind(),
                         stats: Mutex::new(TrackStats::new(token_at)),
+                        layers: Mutex::default(),
                     });
+                    for (at, state, label) in early_states.remove(remote.sid()).unwrap_or_default()
+                    {
+                        lock(&subscription.layers).record(&state, label, at, shared.started);
+                    }
                     lock(&self.subscriptions).push(subscription.clone());
                     if remote.kind() == TrackKind::Video {
                         let quality = qualities

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prism_client::TrackKind;
 use serde::Serialize;
 
+use crate::downlink::{LayerSummary, QualitySample, QualitySummary};
 use crate::participant::{Participant, Status, lock};
 use crate::procstat::Sample;
 use crate::scenario::Scenario;
@@ -25,6 +26,12 @@ pub struct RunRecord {
     pub scenario: Scenario,
     /// Every participant, joined or not.
     pub participants: Vec<Arc<Participant>>,
+    /// When the run started.
+    pub started: Instant,
+    /// When the measured window started, if it did.
+    pub window_start: Option<Instant>,
+    /// When measuring stopped (the end of the window, or the interruption).
+    pub measured_until: Instant,
     /// Start to end of the run.
     pub elapsed: Duration,
     /// Length of the join phase, if it ended.
@@ -85,6 +92,9 @@ pub struct Report {
     pub audio: Option<KindSummary>,
     /// Traffic within the window.
     pub traffic: Traffic,
+    /// The server's connection-quality reports to subscribers, summarized (none when no
+    /// subscriber got one: a server without downlink estimation, or no media).
+    pub downlink: Option<DownlinkSummary>,
     /// The server's CPU and memory, when measured.
     pub server: Option<ServerSummary>,
     /// The load tester and the machine (the tester shares the machine with the server).
@@ -93,6 +103,8 @@ pub struct Report {
     pub publications: Vec<PublicationRow>,
     /// Every subscribed track of every subscriber.
     pub subscriptions: Vec<SubscriptionRow>,
+    /// Every subscriber's downlink as the server reported it, with the reports over time.
+    pub subscribers: Vec<SubscriberRow>,
 }
 
 /// Phase lengths.
@@ -104,6 +116,9 @@ pub struct Timing {
     pub join_phase_secs: Option<f64>,
     /// Measured window (loss, latency, bitrate and server CPU per packet are over it).
     pub window_secs: Option<f64>,
+    /// When the window started, seconds since the run started (the `t_secs` of time series
+    /// count from the run's start too).
+    pub window_start_secs: Option<f64>,
 }
 
 /// Joins.
@@ -158,6 +173,14 @@ pub struct KindSummary {
     pub bitrate_kbps: Option<Percentiles>,
     /// Received layer -> tracks.
     pub layers: BTreeMap<String, u64>,
+    /// Layer changes the server announced (stream-state updates) in the window, all tracks.
+    pub layer_switches: u64,
+    /// Layer switches per minute, over tracks.
+    pub switches_per_min: Option<Percentiles>,
+    /// Share of track-time on each layer and paused (by reason), %, from the server's updates.
+    pub time_on_layer_pct: BTreeMap<String, f64>,
+    /// Pauses by reason (requested, no_layer, bandwidth).
+    pub pauses: BTreeMap<String, u64>,
     /// NACKs sent (not available, see the notes).
     pub nacks_sent: Option<u64>,
     /// PLIs sent (not available, see the notes).
@@ -275,6 +298,48 @@ pub struct SubscriptionRow {
     pub bitrate_kbps: Option<f64>,
     /// Received layer (from the keyframes' resolution), video only.
     pub layer: Option<String>,
+    /// The layers the server forwarded over time, switches and pauses (video, once the server
+    /// sent a stream state).
+    pub layers: Option<LayerSummary>,
+}
+
+/// The server's connection-quality reports over all subscribers, within the window.
+#[derive(Debug, Serialize)]
+pub struct DownlinkSummary {
+    /// Subscribers that got at least one report.
+    pub subscribers: u64,
+    /// Reports received.
+    pub reports: u64,
+    /// The server's downlink estimate, kbit/s, over every kept report of every subscriber.
+    pub estimate_kbps: Option<Percentiles>,
+    /// What it allocated within the estimate, kbit/s, same reports.
+    pub allocated_kbps: Option<Percentiles>,
+    /// Lowest estimate any subscriber was given, kbit/s.
+    pub min_estimate_kbps: Option<f64>,
+    /// Share of subscriber-time in each grade, %.
+    pub time_in_quality_pct: BTreeMap<String, f64>,
+}
+
+/// One subscriber's downlink, as the server reported it.
+#[derive(Debug, Serialize)]
+pub struct SubscriberRow {
+    /// Room.
+    pub room: String,
+    /// Subscriber.
+    pub subscriber: String,
+    /// Its reports, summarized over the window.
+    #[serde(flatten)]
+    pub quality: QualitySummary,
+    /// Layer switches over its video tracks, in the window.
+    pub layer_switches: u64,
+    /// Those per minute (per track-minute of known state).
+    pub switches_per_min: Option<f64>,
+    /// Seconds its video tracks spent paused (any reason), summed over tracks.
+    pub paused_secs: f64,
+    /// Share of its video track-time on each layer, %.
+    pub time_on_layer_pct: BTreeMap<String, f64>,
+    /// The reports over the whole run (bounded; see `samples_kept_every`).
+    pub samples: Vec<QualitySample>,
 }
 
 fn kind_name(kind: TrackKind) -> &'static str {
@@ -326,7 +391,10 @@ impl Report {
         let mut tracks_received = 0;
         let mut rows = vec![];
         let mut publications = vec![];
-        let mut per_kind: BTreeMap<&'static str, Vec<TrackStats>> = BTreeMap::new();
+        let mut per_kind: BTreeMap<&'static str, Vec<(TrackStats, Option<LayerSummary>)>> =
+            BTreeMap::new();
+        let mut subscribers = vec![];
+        let now = record.measured_until;
         for p in &record.participants {
             let status = lock(&p.status).clone();
             let started = lock(&p.token_at).is_some();
@@ -352,8 +420,14 @@ impl Report {
                 }
             }
             tracks_expected += u64::from(p.expected_tracks);
+            let mut own_layers = vec![];
             for s in lock(&p.subscriptions).iter() {
                 let stats = lock(&s.stats).clone();
+                let layers = {
+                    let log = lock(&s.layers);
+                    (s.kind == TrackKind::Video && !log.is_empty()).then(|| log.summary(now))
+                };
+                own_layers.extend(layers.clone());
                 if stats.first_packet_at.is_some() {
                     tracks_received += 1;
                 }
@@ -374,8 +448,16 @@ impl Report {
                     latency_ms: stats.latency.percentiles_ms(),
                     bitrate_kbps: stats.bitrate_bps().map(|b| b / 1000.0),
                     layer: (s.kind == TrackKind::Video).then(|| layer_name(scenario, &stats)),
+                    layers: layers.clone(),
                 });
-                per_kind.entry(kind_name(s.kind)).or_default().push(stats);
+                per_kind
+                    .entry(kind_name(s.kind))
+                    .or_default()
+                    .push((stats, layers));
+            }
+            let subscribed = !lock(&p.subscriptions).is_empty();
+            if p.role.subscribes && (subscribed || lock(&p.downlink).received_any()) {
+                subscribers.push(subscriber_row(p, &own_layers, now));
             }
             for publication in lock(&p.publications).iter() {
                 let s = lock(&publication.stats).clone();
@@ -422,6 +504,7 @@ impl Report {
                 .map(|tracks| summarize_kind(scenario, kind, tracks))
         };
         let window = record.window.map(|w| w.as_secs_f64()).filter(|w| *w > 0.0);
+        let downlink = summarize_downlink(&record.participants, &subscribers);
         let traffic = Traffic {
             forwarded_pps: window.map(|w| record.window_rx_packets as f64 / w),
             forwarded_mbps: window.map(|w| record.window_rx_bytes as f64 * 8.0 / w / 1e6),
@@ -452,6 +535,9 @@ impl Report {
                 elapsed_secs: record.elapsed.as_secs_f64(),
                 join_phase_secs: record.join_phase.map(|d| d.as_secs_f64()),
                 window_secs: window,
+                window_start_secs: record
+                    .window_start
+                    .map(|w| w.saturating_duration_since(record.started).as_secs_f64()),
             },
             participants: ParticipantSummary {
                 planned: record.participants.len() as u64,
@@ -467,6 +553,7 @@ impl Report {
             video: summarize("video"),
             audio: summarize("audio"),
             traffic,
+            downlink,
             server,
             machine: MachineSummary {
                 cpus: crate::procstat::cpu_count(),
@@ -478,6 +565,7 @@ impl Report {
             },
             publications,
             subscriptions: rows,
+            subscribers,
         }
     }
 
@@ -569,6 +657,25 @@ impl Report {
                 &format!("{name} bitrate kbit/s"),
                 k.bitrate_kbps.as_ref(),
             );
+            if k.switches_per_min.is_some() {
+                row(
+                    &mut out,
+                    &format!("{name} layer switches/min"),
+                    k.switches_per_min.as_ref(),
+                );
+            }
+        }
+        if let Some(d) = &self.downlink {
+            row(
+                &mut out,
+                "downlink estimate kbit/s",
+                d.estimate_kbps.as_ref(),
+            );
+            row(
+                &mut out,
+                "downlink allocated kbit/s",
+                d.allocated_kbps.as_ref(),
+            );
         }
         for (name, k) in [("video", &self.video), ("audio", &self.audio)] {
             let Some(k) = k else { continue };
@@ -594,6 +701,31 @@ impl Report {
                     k.layers.iter().map(|(l, n)| format!("{l}: {n}")).collect();
                 let _ = writeln!(out, "{name} received layer: {}", layers.join(", "));
             }
+            if !k.time_on_layer_pct.is_empty() {
+                let pauses = if k.pauses.is_empty() {
+                    "none".to_owned()
+                } else {
+                    join_map(&k.pauses, |n| n.to_string())
+                };
+                let _ = writeln!(
+                    out,
+                    "{name} time on layer (server's stream states): {}; {} switches; pauses: {pauses}",
+                    join_map(&k.time_on_layer_pct, |v| format!("{v:.1}%")),
+                    k.layer_switches,
+                );
+            }
+        }
+        if let Some(d) = &self.downlink {
+            let _ = writeln!(
+                out,
+                "\ndownlink (server's connection-quality reports): {} subscribers, {} reports, \
+                 lowest estimate {}; time in grade: {}",
+                d.subscribers,
+                d.reports,
+                opt(d.min_estimate_kbps, |v| format!("{v:.0} kbit/s")),
+                join_map(&d.time_in_quality_pct, |v| format!("{v:.1}%")),
+            );
+            self.render_subscribers(&mut out);
         }
         let tr = &self.traffic;
         let _ = writeln!(
@@ -677,6 +809,68 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The subscribers with the lowest downlink estimate (at most 10).
+    fn render_subscribers(&self, out: &mut String) {
+        let mut rows: Vec<&SubscriberRow> = self
+            .subscribers
+            .iter()
+            .filter(|r| r.quality.estimate_kbps.is_some())
+            .collect();
+        rows.sort_by(|a, b| {
+            let p50 = |r: &SubscriberRow| r.quality.estimate_kbps.map_or(0.0, |e| e.p50);
+            p50(a).total_cmp(&p50(b))
+        });
+        let shown = rows.len().min(10);
+        let _ = writeln!(
+            out,
+            "downlink per subscriber ({shown} of {}, lowest estimate first; kbit/s):",
+            rows.len()
+        );
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<10} {:>7} {:>8} {:>8} {:>8} {:>9} {:<9} {:>8} {:>8}  layers",
+            "room",
+            "subscriber",
+            "reports",
+            "est p50",
+            "est min",
+            "est max",
+            "alloc p50",
+            "grade",
+            "sw/min",
+            "paused s"
+        );
+        for r in rows.iter().take(shown) {
+            let q = &r.quality;
+            let e = q.estimate_kbps;
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<10} {:>7} {:>8} {:>8} {:>8} {:>9} {:<9} {:>8} {:>8.1}  {}",
+                r.room,
+                r.subscriber,
+                q.reports,
+                opt(e.map(|e| e.p50), |v| format!("{v:.0}")),
+                opt(e.map(|e| e.min), |v| format!("{v:.0}")),
+                opt(e.map(|e| e.max), |v| format!("{v:.0}")),
+                opt(q.allocated_kbps.map(|a| a.p50), |v| format!("{v:.0}")),
+                q.last_quality.unwrap_or("-"),
+                opt(r.switches_per_min, |v| format!("{v:.1}")),
+                r.paused_secs,
+                join_map(&r.time_on_layer_pct, |v| format!("{v:.0}%")),
+            );
+        }
+    }
+}
+
+/// `k v, k v` with each value formatted by `f`.
+fn join_map<V>(map: &BTreeMap<String, V>, f: impl Fn(&V) -> String) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} {}", f(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "n/a".into(), f)
 }
@@ -696,7 +890,11 @@ fn row(out: &mut String, name: &str, p: Option<&Percentiles>) {
     }
 }
 
-fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]) -> KindSummary {
+fn summarize_kind(
+    scenario: &Scenario,
+    kind: &'static str,
+    tracks: &[(TrackStats, Option<LayerSummary>)],
+) -> KindSummary {
     let mut latency = Histogram::default();
     let mut layers = BTreeMap::new();
     let (mut expected, mut received, mut lost, mut dups, mut bad) = (0, 0, 0, 0, 0);
@@ -706,7 +904,20 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
     let mut with_media = 0;
     let mut stalled = 0;
     let mut feedback: Option<(u64, u64)> = None;
-    for t in tracks {
+    let mut switches = 0;
+    let mut switch_rates = vec![];
+    let mut time_on = BTreeMap::new();
+    let mut pauses: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, l) in tracks {
+        let Some(l) = l else { continue };
+        switches += l.switches;
+        switch_rates.extend(l.switches_per_min);
+        add_times(&mut time_on, &l.time_on_secs);
+        for (reason, n) in &l.pauses {
+            *pauses.entry(reason.clone()).or_default() += n;
+        }
+    }
+    for (t, _) in tracks {
         if let Some((n, p)) = t.feedback_in_window() {
             let (tn, tp) = feedback.get_or_insert((0, 0));
             *tn += n;
@@ -756,7 +967,92 @@ fn summarize_kind(scenario: &Scenario, kind: &'static str, tracks: &[TrackStats]
         latency_ms: latency.percentiles_ms(),
         bitrate_kbps: Percentiles::of(&bitrate),
         layers,
+        layer_switches: switches,
+        switches_per_min: Percentiles::of(&switch_rates),
+        time_on_layer_pct: shares(&time_on),
+        pauses,
         nacks_sent: feedback.map(|(n, _)| n),
         plis_sent: feedback.map(|(_, p)| p),
     }
+}
+
+/// Adds each state's seconds of `from` into `into`.
+fn add_times(into: &mut BTreeMap<String, f64>, from: &BTreeMap<String, f64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// Each state's share of the total, %.
+fn shares(time: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let total: f64 = time.values().sum();
+    if total <= 0.0 {
+        return BTreeMap::new();
+    }
+    time.iter()
+        .map(|(k, v)| (k.clone(), (v / total * 1000.0).round() / 10.0))
+        .collect()
+}
+
+fn subscriber_row(p: &Participant, layers: &[LayerSummary], now: Instant) -> SubscriberRow {
+    let (quality, samples) = {
+        let log = lock(&p.downlink);
+        (log.summary(now), log.samples().to_vec())
+    };
+    let mut time_on = BTreeMap::new();
+    for l in layers {
+        add_times(&mut time_on, &l.time_on_secs);
+    }
+    let known: f64 = time_on.values().sum();
+    let switches: u64 = layers.iter().map(|l| l.switches).sum();
+    SubscriberRow {
+        room: p.room.clone(),
+        subscriber: p.identity.clone(),
+        quality,
+        layer_switches: switches,
+        switches_per_min: (known >= 1.0).then(|| switches as f64 / (known / 60.0)),
+        paused_secs: time_on
+            .iter()
+            .filter(|(k, _)| k.starts_with("paused"))
+            .fold(0.0, |sum, (_, v)| sum + v),
+        time_on_layer_pct: shares(&time_on),
+        samples,
+    }
+}
+
+fn summarize_downlink(
+    participants: &[Arc<Participant>],
+    subscribers: &[SubscriberRow],
+) -> Option<DownlinkSummary> {
+    let mut estimates = vec![];
+    let mut allocated = vec![];
+    for p in participants {
+        let log = lock(&p.downlink);
+        for s in log.window_samples() {
+            estimates.push(s.estimate_bps as f64 / 1000.0);
+            allocated.push(s.allocated_bps as f64 / 1000.0);
+        }
+    }
+    let reporting: Vec<&SubscriberRow> = subscribers
+        .iter()
+        .filter(|s| s.quality.reports > 0)
+        .collect();
+    if reporting.is_empty() {
+        return None;
+    }
+    let mut time = BTreeMap::new();
+    for s in &reporting {
+        add_times(&mut time, &s.quality.time_in_quality_secs);
+    }
+    Some(DownlinkSummary {
+        subscribers: reporting.len() as u64,
+        reports: reporting.iter().map(|s| s.quality.reports).sum(),
+        estimate_kbps: Percentiles::of(&estimates),
+        allocated_kbps: Percentiles::of(&allocated),
+        min_estimate_kbps: reporting
+            .iter()
+            .filter_map(|s| s.quality.estimate_kbps.map(|e| e.min))
+            .reduce(f64::min),
+        time_in_quality_pct: shares(&time),
+    })
 }

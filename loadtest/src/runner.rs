@@ -57,6 +57,7 @@ pub async fn run(
         rx_bytes: AtomicU64::new(0),
         tx_packets: AtomicU64::new(0),
         stop: stop_rx,
+        started,
     });
     // Publishers of every room join before the subscribers of any room.
     let mut participants = vec![];
@@ -138,8 +139,10 @@ pub async fn run(
         if !interrupted {
             let now = Instant::now();
             for p in &run.participants {
+                lock(&p.downlink).start_window(now, started);
                 for s in lock(&p.subscriptions).iter() {
                     lock(&s.stats).start_window(now);
+                    lock(&s.layers).start_window(now);
                 }
                 for publication in lock(&p.publications).iter() {
                     let mut s = lock(&publication.stats);
@@ -176,6 +179,7 @@ pub async fn run(
     }
 
     // Snapshot the window before anyone leaves.
+    let measured_until = Instant::now();
     if window.is_some() {
         run.read_feedback(false).await;
     }
@@ -226,6 +230,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let record = RunRecord {
         scenario: (*scenario).clone(),
+        started,
+        window_start: window.map(|(at, ..)| at),
+        measured_until,
         participants: run.participants.clone(),
         elapsed: started.elapsed(),
         join_phase,

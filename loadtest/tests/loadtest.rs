@@ -84,6 +84,16 @@ async fn one_publisher_three_subscribers_under_one_percent_loss() {
     // the publisher (the report notes when it falls behind), and timing is not asserted here.
     let kbps = video.bitrate_kbps.unwrap().p50;
     assert!((100.0..900.0).contains(&kbps), "{kbps} kbit/s");
+    // The server forwarded the single layer throughout, and reported each subscriber's downlink.
+    assert_eq!(
+        video.time_on_layer_pct.get("f 640x360"),
+        Some(&100.0),
+        "{:?}",
+        video.time_on_layer_pct
+    );
+    assert_eq!(video.layer_switches, 0);
+    assert_eq!(report.subscribers.len(), 3);
+    assert_eq!(report.downlink.as_ref().map(|d| d.subscribers), Some(3));
     let server_summary = report.server.as_ref().expect("measured");
     assert!(server_summary.cpu_us_per_forwarded_packet.is_some());
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
@@ -139,6 +149,40 @@ async fn simulcast_subscribers_get_the_layers_they_ask_for() {
         "{:?}",
         video.layers
     );
+    // The server's stream states say the same, and each subscriber got connection-quality
+    // reports with its downlink estimate.
+    for row in &report.subscriptions {
+        let layers = row.layers.as_ref().expect("stream states recorded");
+        assert_eq!(layers.current.as_deref(), Some("q 320x180"), "{layers:?}");
+        assert!(layers.time_on_secs.contains_key("q 320x180"), "{layers:?}");
+    }
+    assert_eq!(video.pauses.len(), 0, "{:?}", video.pauses);
+    let downlink = report
+        .downlink
+        .as_ref()
+        .expect("connection-quality reports");
+    assert_eq!(downlink.subscribers, 2);
+    assert!(
+        downlink.estimate_kbps.is_some_and(|e| e.p50 > 0.0),
+        "{downlink:?}"
+    );
+    assert_eq!(report.subscribers.len(), 2);
+    for sub in &report.subscribers {
+        assert!(sub.quality.reports >= 1, "{sub:?}");
+        assert!(
+            sub.quality.estimate_kbps.is_some_and(|e| e.min > 0.0),
+            "{sub:?}"
+        );
+        assert!(!sub.samples.is_empty(), "{sub:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let sample = &json["subscribers"][0]["samples"][0];
+    assert!(
+        sample["estimate_bps"].is_u64() && sample["t_secs"].is_f64(),
+        "{sample}"
+    );
+    assert!(json["subscribers"][0]["estimate_kbps"]["p50"].is_f64());
+    assert!(json["subscriptions"][0]["layers"]["events"].is_array());
     server.shutdown().await;
 }
 

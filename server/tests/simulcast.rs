@@ -3,7 +3,9 @@
 //! switch depends on the server's keyframe request for the target layer), subscribers ask for
 //! layers by quality, by size, or pause, and each subscriber's stream is checked to be one
 //! continuous stream (prism_client::synthetic::check_continuity). Stopping the top layer at
-//! the publisher and dynacast are checked with the timings issue 4 asks for.
+//! the publisher and dynacast are checked with the timings issue 4 asks for. The downlink's
+//! side of signaling is here too: why a track is paused, connection-quality reports with the
+//! server's estimate, and pinning.
 
 mod common;
 
@@ -11,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use prism_client::proto::LayerActivity;
+use prism_client::proto::connection_quality_update::Quality as Grade;
+use prism_client::proto::{ConnectionQualityUpdate, LayerActivity};
 use prism_client::synthetic::{
     ContinuityReport, SimulcastVp8, Vp8PacketInfo, check_continuity, publish_simulcast_vp8,
 };
 use prism_client::{
-    Codec, LocalTrack, RemoteTrack, Room, RoomEvent, SimulcastLayer, StreamState, TrackKind,
-    TrackOptions, VideoQuality,
+    Codec, LocalTrack, PauseReason, RemoteTrack, Room, RoomEvent, SimulcastLayer, StreamState,
+    TrackKind, TrackOptions, VideoQuality,
 };
 
 /// Layer markers (the synthetic source stamps layer i with i).
@@ -77,6 +80,8 @@ struct Subscriber {
     remote: RemoteTrack,
     packets: Log<Vp8PacketInfo>,
     states: Log<StreamState>,
+    /// The server's connection-quality reports on our downlink.
+    qualities: Log<ConnectionQualityUpdate>,
 }
 
 async fn subscriber(server: &prism_server::Server, room: &str, name: &'static str) -> Subscriber {
@@ -97,11 +102,18 @@ async fn subscriber(server: &prism_server::Server, room: &str, name: &'static st
         }
     });
     let states: Log<StreamState> = Arc::default();
-    let log = states.clone();
+    let qualities: Log<ConnectionQualityUpdate> = Arc::default();
+    let (log, quality_log) = (states.clone(), qualities.clone());
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let RoomEvent::StreamStateChanged { state, .. } = event {
-                log.lock().unwrap().push((Instant::now(), state));
+            match event {
+                RoomEvent::StreamStateChanged { state, .. } => {
+                    log.lock().unwrap().push((Instant::now(), state));
+                }
+                RoomEvent::ConnectionQuality(report) => {
+                    quality_log.lock().unwrap().push((Instant::now(), report));
+                }
+                _ => {}
             }
         }
     });
@@ -111,6 +123,7 @@ async fn subscriber(server: &prism_server::Server, room: &str, name: &'static st
         remote,
         packets,
         states,
+        qualities,
     }
 }
 
@@ -440,7 +453,9 @@ async fn a_paused_subscription_gets_nothing_until_resumed() {
 
     paused.remote.set_paused(true).await.unwrap();
     paused
-        .state("PAUSED", Duration::from_secs(2), |s| s.paused)
+        .state("PAUSED (requested)", Duration::from_secs(2), |s| {
+            s.paused && s.reason == PauseReason::Requested
+        })
         .await;
     let announced = eventually(Duration::from_secs(2), || async {
         let states = paused.states.lock().unwrap();
@@ -457,7 +472,9 @@ async fn a_paused_subscription_gets_nothing_until_resumed() {
 
     paused.remote.set_paused(false).await.unwrap();
     paused
-        .state("ACTIVE again", Duration::from_secs(2), |s| !s.paused)
+        .state("ACTIVE again", Duration::from_secs(2), |s| {
+            !s.paused && s.reason == PauseReason::None
+        })
         .await;
     flowing(&paused, 50).await;
     let report = paused.report();
@@ -468,4 +485,103 @@ async fn a_paused_subscription_gets_nothing_until_resumed() {
     );
     watching.assert_continuous();
     leave_all(publisher, vec![paused, watching]).await;
+}
+
+/// Once media flows, the server reports how the subscriber's downlink does (from the
+/// subscriber's transport-wide feedback, every 2 s): reports carry a nonzero estimate and what
+/// was allocated within it. Pinning is one more track setting: the server keeps it together
+/// with the quality asked for before, and media keeps flowing on that layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_gets_connection_quality_reports_and_pins_a_track() {
+    let _exclusive = exclusive().await;
+    let server = start().await;
+    let room = "simulcast-quality";
+    let publisher = publisher(&server, room).await;
+    let viewer = subscriber(&server, room, "viewer").await;
+    viewer.receives(F).await;
+    let media_at = Instant::now();
+
+    let with_estimate = || {
+        let reports = viewer.qualities.lock().unwrap();
+        reports
+            .iter()
+            .filter(|(at, q)| *at >= media_at && q.estimate_bps > 0)
+            .map(|(at, q)| (at.duration_since(media_at), *q))
+            .collect::<Vec<_>>()
+    };
+    let first = eventually(Duration::from_secs(5), || async {
+        !with_estimate().is_empty()
+    })
+    .await;
+    assert!(
+        first,
+        "no connection-quality report with an estimate within 5 s of media flowing: {:?}",
+        viewer.qualities.lock().unwrap()
+    );
+    // They repeat (every 2 s, sooner when the grade changes).
+    let repeated = eventually(Duration::from_secs(4), || async {
+        with_estimate().len() >= 2
+    })
+    .await;
+    assert!(repeated, "reports did not repeat: {:?}", with_estimate());
+    for (after, q) in with_estimate() {
+        eprintln!(
+            "# report {after:?} after media: {:?}, estimate {} bps, allocated {}, wanted {}, \
+             loss {:.3}, rtt {} ms, paused {}",
+            q.quality(),
+            q.estimate_bps,
+            q.allocated_bps,
+            q.wanted_bps,
+            q.loss,
+            q.rtt_ms,
+            q.paused_tracks
+        );
+    }
+    let (_, last) = with_estimate().pop().expect("a report");
+    // Loopback carries the three layers (~1 Mbit/s): nothing is paused, the top layer flows.
+    assert!(last.allocated_bps > 0 && last.wanted_bps > 0, "{last:?}");
+    assert_eq!(last.paused_tracks, 0, "{last:?}");
+    assert!(
+        matches!(last.quality(), Grade::Excellent | Grade::Good),
+        "{last:?}"
+    );
+    let latest = viewer
+        .room
+        .connection_quality()
+        .expect("Room keeps the latest report");
+    assert!(latest.estimate_bps > 0, "{latest:?}");
+
+    // Pin after asking for h: the server holds both settings and h keeps flowing.
+    let quality = viewer.remote.set_quality(VideoQuality::Medium);
+    switch(&viewer, "quality medium", H, quality).await;
+    viewer.remote.set_pinned(true).await.expect("pin sent");
+    let state = server.rooms().get(room).expect("the room");
+    let sid = viewer.room.local_participant().sid;
+    let settings = || state.track_settings(&sid, viewer.remote.sid());
+    let pinned = eventually(Duration::from_secs(2), || async {
+        settings().is_some_and(|s| s.pinned)
+    })
+    .await;
+    assert!(
+        pinned,
+        "the server did not record the pin: {:?}",
+        settings()
+    );
+    assert_eq!(settings().unwrap().quality(), VideoQuality::Medium);
+    flowing(&viewer, 60).await;
+    assert_eq!(viewer.current_layer(), Some(H), "pinning moved the layer");
+
+    viewer.remote.set_pinned(false).await.expect("unpin sent");
+    let unpinned = eventually(Duration::from_secs(2), || async {
+        settings().is_some_and(|s| !s.pinned && s.quality() == VideoQuality::Medium)
+    })
+    .await;
+    assert!(
+        unpinned,
+        "the server did not record the unpin: {:?}",
+        settings()
+    );
+    flowing(&viewer, 30).await;
+    viewer.assert_continuous();
+    leave_all(publisher, vec![viewer]).await;
 }

@@ -122,11 +122,53 @@ impl SettingsChange {
     }
 }
 
+/// Why the server forwards nothing of a subscribed video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum PauseReason {
+    /// Not paused, or paused for a reason the server did not say (an older server).
+    #[default]
+    None,
+    /// We paused it ([`crate::RemoteTrack::set_paused`]).
+    Requested,
+    /// The publisher sends no layer at the moment (muted, or its layers stopped).
+    NoLayer,
+    /// Our downlink cannot carry it: the server keeps audio and higher-priority video (pinned,
+    /// screen share, active speaker) going instead. It resumes when the estimate allows.
+    Bandwidth,
+}
+
+impl PauseReason {
+    /// The reason as the server sent it.
+    pub fn from_proto(reason: stream_state_update::Reason) -> Self {
+        use stream_state_update::Reason as R;
+        match reason {
+            R::None => Self::None,
+            R::Requested => Self::Requested,
+            R::NoLayer => Self::NoLayer,
+            R::Bandwidth => Self::Bandwidth,
+        }
+    }
+
+    /// A short lowercase name (`none`, `requested`, `no_layer`, `bandwidth`), for logs and
+    /// reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Requested => "requested",
+            Self::NoLayer => "no_layer",
+            Self::Bandwidth => "bandwidth",
+        }
+    }
+}
+
 /// What the server forwards of a subscribed video track, from its latest `StreamStateUpdate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamState {
-    /// Nothing is forwarded: paused in the settings, or no layer arriving.
+    /// Nothing is forwarded: paused in the settings, no layer arriving, or no room for it on
+    /// the downlink ([`StreamState::reason`] says which).
     pub paused: bool,
+    /// Why it is paused ([`PauseReason::None`] while active).
+    pub reason: PauseReason,
     /// The layer forwarded ("" for a track without simulcast).
     pub rid: String,
     /// That layer's rank.
@@ -141,6 +183,7 @@ impl From<&StreamStateUpdate> for StreamState {
     fn from(u: &StreamStateUpdate) -> Self {
         Self {
             paused: u.state() == stream_state_update::State::Paused,
+            reason: PauseReason::from_proto(u.reason()),
             rid: u.rid.clone(),
             quality: u.quality(),
             width: u.width,
@@ -182,7 +225,7 @@ mod tests {
     fn stream_state_from_the_update() {
         let update = StreamStateUpdate {
             track_sid: "TR_1".into(),
-            reason: 0,
+            reason: stream_state_update::Reason::Bandwidth as i32,
             state: stream_state_update::State::Paused as i32,
             rid: "h".into(),
             quality: VideoQuality::Medium as i32,
@@ -191,9 +234,16 @@ mod tests {
         };
         let state = StreamState::from(&update);
         assert!(state.paused);
+        assert_eq!(state.reason, PauseReason::Bandwidth);
         assert_eq!(state.rid, "h");
         assert_eq!(state.quality, VideoQuality::Medium);
         assert_eq!((state.width, state.height), (640, 360));
+        // A reason this SDK does not know yet reads as none.
+        let newer = StreamStateUpdate {
+            reason: 99,
+            ..update
+        };
+        assert_eq!(StreamState::from(&newer).reason, PauseReason::None);
     }
 
     #[test]

@@ -78,8 +78,14 @@
 //! ([`RoomEvent::SubscribedLayersChanged`]). A subscriber picks a layer with
 //! [`RemoteTrack::set_quality`], [`RemoteTrack::set_dimensions`] or pauses with
 //! [`RemoteTrack::set_paused`], and sees what the server forwards in
-//! [`RemoteTrack::stream_state`] ([`RoomEvent::StreamStateChanged`]);
-//! [`synthetic::check_continuity`] verifies that what arrived is one continuous stream.
+//! [`RemoteTrack::stream_state`] ([`RoomEvent::StreamStateChanged`]), with the
+//! [`PauseReason`] when nothing is forwarded; [`synthetic::check_continuity`] verifies that
+//! what arrived is one continuous stream.
+//!
+//! Downlink: the server estimates what its link to us carries and shares it over our
+//! subscriptions (audio first, then video by priority). [`RemoteTrack::set_pinned`] puts a
+//! track first; [`RoomEvent::ConnectionQuality`] and [`Room::connection_quality`] report the
+//! grade, the estimate and what was allocated within it.
 
 #![warn(missing_docs)]
 
@@ -101,7 +107,7 @@ mod track;
 pub use data::{DataOptions, MAX_DATA_PAYLOAD};
 pub use error::{ClientError, Result};
 pub use events::{ConnectionState, RoomEvent, RoomEvents};
-pub use layers::{LayerState, SimulcastLayer, StreamState, TrackSettings};
+pub use layers::{LayerState, PauseReason, SimulcastLayer, StreamState, TrackSettings};
 /// Access tokens: build one for a participant (or an admin) with [`AccessToken`]. The same
 /// implementation the server verifies them with.
 pub use prism_proto::auth::{AccessToken, AuthError, Grants};

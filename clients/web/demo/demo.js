@@ -1,5 +1,6 @@
 // The demo conference page: join a room under a name, see everyone's video in a grid, control
-// camera, microphone and screen share, pick a quality per remote video, watch live stats.
+// camera, microphone and screen share, pick a quality per remote video, pin one (click it),
+// watch live stats and the connection-quality indicator (the server's report on our downlink).
 //
 // Query parameters (all optional): room, name, autojoin=1 (join without the form), token (use
 // this access token instead of asking the server's dev token endpoint), server (the Prism base
@@ -7,6 +8,7 @@
 
 import {
   ConnectErrorReason,
+  PauseReason,
   Room,
   RoomEvent,
   TrackKind,
@@ -22,6 +24,8 @@ const params = new URLSearchParams(location.search);
 let room = null;
 /** Tiles by key: a participant sid, or "<sid>/screen" for a screen share. */
 const tiles = new Map();
+/** The key of the pinned tile (shown large; its video is pinned at the server), or null. */
+let pinnedKey = null;
 let statsTimer = null;
 
 // ------------------------------------------------------------------ messages
@@ -46,6 +50,29 @@ const CONNECT_MESSAGES = {
 function describe(error) {
   const message = CONNECT_MESSAGES[error?.reason];
   return message ? message(error) : `Could not join: ${error?.message ?? error}`;
+}
+
+const mbps = (bps) => `${(bps / 1e6).toFixed(bps < 10e6 ? 1 : 0)} Mbit/s`;
+
+/** The header's indicator: bars for the grade, the server's estimate of our downlink. */
+function showQuality(q) {
+  const el = $('#quality');
+  el.hidden = !q;
+  if (!q) {
+    delete el.dataset.quality;
+    return;
+  }
+  el.dataset.quality = q.quality;
+  $('.estimate', el).textContent = q.estimateBps ? mbps(q.estimateBps) : '–';
+  const details = [
+    `Connection ${q.quality}`,
+    `downlink estimate ${q.estimateBps ? mbps(q.estimateBps) : 'not yet known'}`,
+    `receiving ${mbps(q.allocatedBps)} of ${mbps(q.wantedBps)} wanted`,
+    `loss ${(q.loss * 100).toFixed(1)}%`,
+  ];
+  if (q.rttMs) details.push(`rtt ${q.rttMs} ms`);
+  if (q.pausedTracks) details.push(`${q.pausedTracks} video paused for bandwidth`);
+  el.title = details.join(', ');
 }
 
 function setConnection(state) {
@@ -147,8 +174,11 @@ function wireRoom(room) {
     if (state === 'reconnecting') showMessage('Connection lost — reconnecting…', 'info');
     else if (state === 'connected' && $('#message').dataset.kind === 'info') showMessage('');
   });
+  room.on(RoomEvent.ConnectionQuality, (q) => showQuality(q));
+  room.on(RoomEvent.StreamStateChanged, (_, __, participant) => refreshTile(participant));
   room.on(RoomEvent.Disconnected, (reason, error) => {
     clearInterval(statsTimer);
+    showQuality(null);
     for (const key of [...tiles.keys()]) removeTile(key);
     $('#conference').hidden = true;
     $('#join').hidden = false;
@@ -197,6 +227,7 @@ function wireRoom(room) {
     const camera = findLocal(TrackSource.Camera);
     if (camera) attachVideo(local, camera.track);
     refreshTile(room.localParticipant);
+    showQuality(room.connectionQuality);
   });
   room.on(RoomEvent.ActiveSpeakers, (speakers) => {
     const active = new Set(speakers.map((p) => p.sid));
@@ -240,6 +271,11 @@ function tileFor(participant, local = false, screen = false) {
       const dpr = window.devicePixelRatio || 1;
       publication?.setRenderedSize(video.clientWidth * dpr, video.clientHeight * dpr);
     }).observe(video);
+    // A click on the video pins it (again: unpins); the quality menu is not part of that.
+    tile.addEventListener('click', (event) => {
+      if (event.target.closest('select, button')) return;
+      togglePin(key);
+    });
   }
   tiles.set(key, tile);
   tile.participant = participant;
@@ -252,10 +288,17 @@ function videoPublication(participant, screen) {
   return participant.getTrack(screen ? TrackSource.ScreenShare : TrackSource.Camera);
 }
 
+/** Pins the tile `key` (unpinning the one pinned before), or unpins it if it is pinned. */
+function togglePin(key) {
+  pinnedKey = pinnedKey === key ? null : key;
+  for (const tile of tiles.values()) refreshTile(tile.participant);
+}
+
 function removeTile(key) {
   const tile = tiles.get(key);
   if (!tile) return;
   tiles.delete(key);
+  if (pinnedKey === key) pinnedKey = null;
   for (const media of tile.querySelectorAll('video, audio')) media.srcObject = null;
   tile.remove();
 }
@@ -281,6 +324,21 @@ function refreshTile(participant) {
     tile.classList.toggle('mic-muted', !mic || mic.muted);
     $('.cam-state', tile).hidden = screen;
     $('.mic-state', tile).hidden = screen;
+    const pinned = key === pinnedKey;
+    tile.classList.toggle('pinned', pinned);
+    $('.pin-state', tile).hidden = !pinned;
+    if (tile.dataset.local === 'true') continue;
+    // The pin follows the tile to the video published later (camera turned on, rejoin).
+    if (camera && camera.settings.pinned !== pinned) camera.setPinned(pinned);
+    const state = camera?.streamState;
+    const notice = $('.notice', tile);
+    notice.hidden = !(state?.paused && !camera.muted && state.reason !== PauseReason.Requested);
+    notice.textContent =
+      state?.reason === PauseReason.Bandwidth
+        ? 'Video paused: your connection cannot carry it'
+        : state?.reason === PauseReason.NoLayer
+          ? 'Video paused: nothing arriving from the sender'
+          : 'Video paused';
   }
 }
 
@@ -379,7 +437,9 @@ function formatStats(publication, s) {
     return [head + (s.qualityLimitation ? ` (limited: ${s.qualityLimitation})` : ''), ...layers].join('\n');
   }
   if (s.kind === 'video') {
-    return `video ${size(s.width, s.height)} ${fps(s.fps)} ${kbps(s.bitrate)} layer ${s.layer ?? '–'}\n  rtt ${ms(s.rtt)} loss ${pct(s.lossPercent)}`;
+    const reason = publication.streamState?.reason;
+    const layer = s.layer === 'paused' && reason && reason !== PauseReason.None ? `paused (${reason})` : (s.layer ?? '–');
+    return `video ${size(s.width, s.height)} ${fps(s.fps)} ${kbps(s.bitrate)} layer ${layer}\n  rtt ${ms(s.rtt)} loss ${pct(s.lossPercent)}`;
   }
   return `audio ${kbps(s.bitrate)} loss ${pct(s.lossPercent)}`;
 }

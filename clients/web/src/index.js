@@ -20,8 +20,10 @@ export {
   TrackKind,
   TrackSource,
   VideoQuality,
+  PauseReason,
   createCameraTrack,
   createMicrophoneTrack,
 } from './participant.js';
+export { ConnectionQuality, connectionQualityFromProto } from './quality.js';
 export { Negotiator } from './negotiation.js';
 export { DataKind, DataPacketError, decodeDataPacket, encodeDataPacket } from './data.js';

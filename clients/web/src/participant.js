@@ -13,6 +13,18 @@ export const TrackSource = Object.freeze({
   ScreenShareAudio: 'screen_share_audio',
 });
 
+/** Why the server forwards nothing of a subscribed video (streamState.reason). */
+export const PauseReason = Object.freeze({
+  /** Not paused, or the server did not say. */
+  None: 'none',
+  /** We paused it (setPaused). */
+  Requested: 'requested',
+  /** The publisher sends no layer at the moment. */
+  NoLayer: 'no_layer',
+  /** Our downlink cannot carry it: audio and higher-priority video (pinned, screen share, speaker) come first. */
+  Bandwidth: 'bandwidth',
+});
+
 /** Video quality a subscriber asks for (simulcast layer q/h/f), or 'auto' (from the size). */
 export const VideoQuality = Object.freeze({ Auto: 'auto', Low: 'low', Medium: 'medium', High: 'high' });
 
@@ -59,6 +71,12 @@ export const SIMULCAST = Object.freeze([
 ]);
 
 const QUALITY_FROM_PROTO = { LOW: 'low', MEDIUM: 'medium', HIGH: 'high' };
+const REASON_FROM_PROTO = {
+  NONE: PauseReason.None,
+  REQUESTED: PauseReason.Requested,
+  NO_LAYER: PauseReason.NoLayer,
+  BANDWIDTH: PauseReason.Bandwidth,
+};
 
 /**
  * Which layers of a local track are sent: a layer is sent when the application has not
@@ -128,11 +146,13 @@ export class LayerActivity {
 
 /**
  * A StreamStateUpdate (protobuf JSON, absent fields defaulted) as the SDK exposes it:
- * {paused, rid, quality: 'low' | 'medium' | 'high' | null, width, height}.
+ * {paused, reason: PauseReason ('none' while active), rid, quality: 'low' | 'medium' | 'high'
+ * | null, width, height}.
  */
 export function streamStateFromProto(m) {
   return {
     paused: m.state === 'PAUSED',
+    reason: REASON_FROM_PROTO[m.reason ?? 'NONE'] ?? PauseReason.None,
     rid: m.rid ?? '',
     quality: QUALITY_FROM_PROTO[m.quality] ?? null,
     width: m.width ?? 0,
@@ -187,10 +207,10 @@ export class RemoteTrackPublication extends TrackPublication {
   /** What we asked for: subscribe or not (auto-subscribe starts it true). */
   wantSubscribed;
   /** Latest display settings sent to the server. */
-  settings = { quality: VideoQuality.Auto, width: 0, height: 0, paused: false };
+  settings = { quality: VideoQuality.Auto, width: 0, height: 0, paused: false, pinned: false };
   /**
    * What the server forwards (from its latest StreamStateUpdate), null until it said:
-   * {paused, rid, quality, width, height}. Changes emit 'streamStateChanged' here and
+   * {paused, reason, rid, quality, width, height}. Changes emit 'streamStateChanged' here and
    * RoomEvent.StreamStateChanged on the room.
    */
   streamState = null;
@@ -229,6 +249,14 @@ export class RemoteTrackPublication extends TrackPublication {
   /** Pauses (not shown at all) or resumes the video without unsubscribing. */
   setPaused(paused) {
     this.#updateSettings({ paused: Boolean(paused) });
+  }
+
+  /**
+   * Pins (shown large, spotlight) or unpins the video: when our downlink is short, the server
+   * gives a pinned track its layers before our other video. The other settings stay.
+   */
+  setPinned(pinned) {
+    this.#updateSettings({ pinned: Boolean(pinned) });
   }
 
   /** The server's StreamStateUpdate (or null when the subscription ended). */

@@ -17,6 +17,7 @@ import {
   sourceToProto,
   streamStateFromProto,
 } from './participant.js';
+import { connectionQualityFromProto } from './quality.js';
 import { DataKind, decodeDataPacket, encodeDataPacket } from './data.js';
 import { msidsByMid, simulcastCodecs } from './sdp.js';
 import { SignalClient } from './signaling.js';
@@ -37,6 +38,8 @@ export const RoomEvent = Object.freeze({
   ActiveSpeakers: 'activeSpeakers',
   StreamStateChanged: 'streamStateChanged',
   SubscribedLayersChanged: 'subscribedLayersChanged',
+  /** The server's report on our downlink: `{ quality, estimateBps, allocatedBps, ... }` (also `room.connectionQuality`). */
+  ConnectionQuality: 'connectionQuality',
   /** A data message: `{ payload: Uint8Array, topic, kind, senderIdentity, participant }`. */
   DataReceived: 'dataReceived',
   ConnectionState: 'connectionState',
@@ -133,6 +136,11 @@ export class Room extends Emitter {
   connectionState = ConnectionState.Disconnected;
   /** @type {import('./participant.js').Participant[]} loudest first */
   activeSpeakers = [];
+  /**
+   * The server's latest report on our downlink (grade, estimate, allocation; see quality.js),
+   * null until one arrived on this connection. Changes emit RoomEvent.ConnectionQuality.
+   */
+  connectionQuality = null;
   /** @type {Session | null} */
   #session = null;
   /** Our publications by cid (the MediaStreamTrack id), across reconnects. */
@@ -228,6 +236,16 @@ export class Room extends Emitter {
   }
 
   /**
+   * Pins (or unpins) a remote track by sid; see RemoteTrackPublication.setPinned. Returns
+   * false when no remote track has that sid.
+   */
+  setPinned(trackSid, pinned) {
+    const publication = this.#remotePublication(trackSid);
+    publication?.setPinned(pinned);
+    return Boolean(publication);
+  }
+
+  /**
    * Live statistics of a publication (local or remote): resolution, frame rate, bitrate, layer,
    * round-trip time, packet loss. See stats.js.
    */
@@ -320,6 +338,8 @@ export class Room extends Emitter {
     }
     for (const info of fresh.values()) this.#addParticipant(info);
     this.#setSpeakers([]);
+    // Reports were about the old connection; the new one gets its own.
+    this.connectionQuality = null;
   }
 
   // ------------------------------------------------------------------ signaling in
@@ -340,6 +360,7 @@ export class Room extends Emitter {
     else if (m.speakersChanged) this.#onSpeakers(m.speakersChanged.speakers ?? []);
     else if (m.streamState) this.#onStreamState(m.streamState);
     else if (m.subscribedLayers) this.#onSubscribedLayers(m.subscribedLayers);
+    else if (m.connectionQuality) this._onConnectionQuality(m.connectionQuality);
     else if (m.leave) {
       const reason = (m.leave.reason ?? 'UNKNOWN_REASON').toLowerCase();
       this.#end(reason, { leave: false });
@@ -467,7 +488,7 @@ export class Room extends Emitter {
       publication.subscribed = true;
       // Settings chosen before the subscription existed go out now.
       const s = publication.settings;
-      if (s.quality !== 'auto' || s.width || s.paused) this._sendTrackSettings(publication);
+      if (s.quality !== 'auto' || s.width || s.paused || s.pinned) this._sendTrackSettings(publication);
     } else {
       this.#dropRemoteTrack(publication);
       if (state === 'FAILED') {
@@ -482,6 +503,12 @@ export class Room extends Emitter {
     const state = streamStateFromProto(update);
     publication._setStreamState(state);
     this.emit(RoomEvent.StreamStateChanged, publication, state, publication.participant);
+  }
+
+  /** The server's ConnectionQualityUpdate on our downlink. */
+  _onConnectionQuality(update) {
+    this.connectionQuality = connectionQualityFromProto(update);
+    this.emit(RoomEvent.ConnectionQuality, this.connectionQuality);
   }
 
   /** Dynacast: pause (or resume) encoding the layers of our track that nobody needs. */
@@ -680,6 +707,7 @@ export class Room extends Emitter {
         width: s.width,
         height: s.height,
         paused: s.paused,
+        pinned: s.pinned,
       },
     });
   }

@@ -6,7 +6,9 @@
 //   2. a muted camera shows as muted on the other pages; leaving removes the tile within 2 s;
 //   3. a screenshot of the three-person page is saved with the results;
 //   4. after the server restarts, the pages reconnect and media resumes within 10 s;
-//   5. a bad token, a full room and an unreachable server each get a clear message.
+//   5. a bad token, a full room and an unreachable server each get a clear message;
+//   6. (issue 9) the server's connection-quality reports arrive as events with a downlink
+//      estimate and show in the header's indicator; a click on a tile pins that video.
 //
 // Run: node --test test/ (scripts/test.sh does, after building `prism`). PRISM_BIN names the
 // binary, CHROMIUM_PATH the browser, PRISM_TEST_RESULTS where screenshots and logs go.
@@ -152,6 +154,53 @@ describe('demo page in headless Chromium', { timeout: 240_000 }, () => {
     const file = path.join(resultsDir, 'three-participants.png');
     await page.screenshot({ path: file });
     console.log(`# screenshot: ${file}`);
+  });
+
+  test('6. connection-quality events carry an estimate; a click pins a tile', async () => {
+    const [{ page }] = pages;
+    // Media has flowed for seconds: the next report (every 2 s) carries an estimate.
+    const report = await page.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const room = window.prismDemo.room;
+          const timer = setTimeout(() => reject(new Error(`no connectionQuality event within 5 s (last: ${JSON.stringify(room.connectionQuality)})`)), 5_000);
+          room.once('connectionQuality', (q) => {
+            clearTimeout(timer);
+            resolve(q);
+          });
+        }),
+    );
+    console.log(`# alice's connection quality: ${JSON.stringify(report)}`);
+    assert.ok(report.estimateBps > 0, `no estimate: ${JSON.stringify(report)}`);
+    assert.ok(report.allocatedBps > 0 && report.wantedBps > 0, JSON.stringify(report));
+    assert.notEqual(report.quality, 'lost', JSON.stringify(report));
+    const indicator = page.locator('#quality');
+    assert.equal(await indicator.isVisible(), true, 'the header shows the indicator');
+    assert.match(await indicator.getAttribute('data-quality'), /^(excellent|good|poor)$/);
+    assert.match(await indicator.locator('.estimate').textContent(), /^\d+(\.\d)? Mbit\/s$/);
+
+    // Alice pins bob: his tile goes first and large, the setting goes to the server with pinned
+    // set, and his video keeps decoding.
+    const bobTile = page.locator(tileSelector('bob'));
+    await bobTile.locator('video').click();
+    await waitFor("bob's tile to be pinned", () => page.locator(`${tileSelector('bob')}.pinned`).count(), { timeoutMs: 2_000, intervalMs: 50 });
+    const pinnedSetting = () =>
+      page.evaluate(() => {
+        const bob = [...window.prismDemo.room.participants.values()].find((p) => p.identity.startsWith('bob-'));
+        return bob.getTrack('camera').settings.pinned;
+      });
+    assert.equal(await pinnedSetting(), true);
+    const [bobBox, carolBox] = [await bobTile.boundingBox(), await page.locator(tileSelector('carol')).boundingBox()];
+    assert.ok(bobBox.width > carolBox.width * 1.5, `pinned ${bobBox.width} wide, other ${carolBox.width}`);
+    const ownBox = await page.locator('.tile[data-local="true"]').boundingBox();
+    for (const other of [carolBox, ownBox]) {
+      assert.ok(bobBox.x <= other.x && bobBox.y <= other.y, `the pinned tile comes first: ${JSON.stringify({ bobBox, other })}`);
+    }
+    assert.equal((await mediaFrom(page, ['bob'], { minWidth: 320 })).get('bob'), null, "bob's video keeps decoding");
+    await page.screenshot({ path: path.join(resultsDir, 'pinned.png') });
+    await bobTile.locator('video').click();
+    await waitFor("bob's tile to be unpinned", async () => (await page.locator(`${tileSelector('bob')}.pinned`).count()) === 0, { timeoutMs: 2_000, intervalMs: 50 });
+    assert.equal(await pinnedSetting(), false);
   });
 
   test('5a. a fourth participant is told the room is full', async () => {

@@ -1,10 +1,20 @@
-// Unit tests of the SDK's pure parts (no browser): negotiation bookkeeping, SDP reading and
-// simulcast layer bookkeeping.
+// Unit tests of the SDK's pure parts (no browser): negotiation bookkeeping, SDP reading,
+// simulcast layer bookkeeping, decoding the server's stream states and connection-quality
+// reports, and the track settings pinning sends.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { LayerActivity, SIMULCAST, streamStateFromProto } from '../src/participant.js';
+import {
+  LayerActivity,
+  PauseReason,
+  RemoteParticipant,
+  RemoteTrackPublication,
+  SIMULCAST,
+  streamStateFromProto,
+} from '../src/participant.js';
+import { ConnectionQuality, connectionQualityFromProto } from '../src/quality.js';
+import { Room, RoomEvent } from '../src/room.js';
 import { Negotiator } from '../src/negotiation.js';
 import { msidsByMid, simulcastCodecs } from '../src/sdp.js';
 
@@ -99,6 +109,7 @@ test('a layer is sent when the application and the server both want it', () => {
 test('stream state from the protobuf JSON', () => {
   assert.deepEqual(streamStateFromProto({ trackSid: 'TR_1', rid: 'h', quality: 'MEDIUM', width: 640, height: 360 }), {
     paused: false,
+    reason: PauseReason.None,
     rid: 'h',
     quality: 'medium',
     width: 640,
@@ -106,9 +117,90 @@ test('stream state from the protobuf JSON', () => {
   });
   assert.deepEqual(streamStateFromProto({ trackSid: 'TR_1', state: 'PAUSED' }), {
     paused: true,
+    reason: PauseReason.None,
     rid: '',
     quality: null,
     width: 0,
     height: 0,
   });
+  const reason = (r) => streamStateFromProto({ state: 'PAUSED', reason: r }).reason;
+  assert.equal(reason('BANDWIDTH'), 'bandwidth');
+  assert.equal(reason('REQUESTED'), 'requested');
+  assert.equal(reason('NO_LAYER'), 'no_layer');
+  assert.equal(reason('SOMETHING_NEW'), 'none');
+});
+
+test('connection quality from the protobuf JSON', () => {
+  // As the server writes it: 64-bit integers as strings, defaults (EXCELLENT, 0) left out.
+  const poor = connectionQualityFromProto({
+    quality: 'POOR',
+    estimateBps: '480000',
+    allocatedBps: '450000',
+    wantedBps: '2400000',
+    loss: 0.04,
+    rttMs: 35,
+    pausedTracks: 1,
+  });
+  assert.equal(typeof poor.at, 'number');
+  delete poor.at;
+  assert.deepEqual(poor, {
+    quality: ConnectionQuality.Poor,
+    estimateBps: 480_000,
+    allocatedBps: 450_000,
+    wantedBps: 2_400_000,
+    loss: 0.04,
+    rttMs: 35,
+    pausedTracks: 1,
+  });
+  const empty = connectionQualityFromProto({});
+  assert.equal(empty.quality, 'excellent');
+  assert.equal(empty.estimateBps, 0);
+  assert.equal(connectionQualityFromProto({ quality: 3 }).quality, 'lost');
+  assert.equal(connectionQualityFromProto({ quality: 'BETTER_THAN_EVER' }).quality, 'good');
+  assert.equal(connectionQualityFromProto({ estimateBps: 'junk' }).estimateBps, 0);
+});
+
+test('pinning sends the track settings with pinned set and the others kept', () => {
+  const room = new Room('http://127.0.0.1:1', 'token');
+  const sent = [];
+  room._send = (request) => sent.push(request);
+  const participant = new RemoteParticipant({ sid: 'PA_1', identity: 'alice' });
+  const publication = new RemoteTrackPublication(room, participant, { sid: 'TR_v', kind: 'VIDEO' }, true);
+  participant.tracks.set(publication.sid, publication);
+  room.participants.set(participant.sid, participant);
+
+  // Before the subscription exists nothing goes out; the settings wait.
+  publication.setQuality('medium');
+  assert.equal(room.setPinned('TR_v', true), true);
+  assert.equal(sent.length, 0);
+  publication.subscribed = true;
+  publication.setRenderedSize(640, 360);
+  assert.deepEqual(sent.pop(), {
+    trackSettings: { trackSid: 'TR_v', quality: 'MEDIUM', width: 640, height: 360, paused: false, pinned: true },
+  });
+  room.setPinned('TR_v', true);
+  assert.equal(sent.length, 0, 'no change, nothing sent');
+  publication.setPinned(false);
+  assert.deepEqual(sent.pop().trackSettings, {
+    trackSid: 'TR_v',
+    quality: 'MEDIUM',
+    width: 640,
+    height: 360,
+    paused: false,
+    pinned: false,
+  });
+  assert.equal(room.setPinned('TR_unknown', true), false);
+});
+
+test('a connection-quality report updates the room and emits an event', () => {
+  const room = new Room('http://127.0.0.1:1', 'token');
+  const seen = [];
+  room.on(RoomEvent.ConnectionQuality, (q) => seen.push(q));
+  assert.equal(RoomEvent.ConnectionQuality, 'connectionQuality');
+  assert.equal(room.connectionQuality, null);
+  room._onConnectionQuality({ quality: 'GOOD', estimateBps: '1200000', allocatedBps: '900000' });
+  assert.equal(seen.length, 1);
+  assert.equal(room.connectionQuality, seen[0]);
+  assert.equal(seen[0].quality, 'good');
+  assert.equal(seen[0].estimateBps, 1_200_000);
 });

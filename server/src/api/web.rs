@@ -52,6 +52,7 @@ const ASSETS: &[Asset] = &[
     web_file!("/sdk/errors.js", "src/errors.js", JS),
     web_file!("/sdk/stats.js", "src/stats.js", JS),
     web_file!("/sdk/data.js", "src/data.js", JS),
+    web_file!("/sdk/quality.js", "src/quality.js", JS),
 ];
 
 /// Tokens from the demo endpoint last this long.

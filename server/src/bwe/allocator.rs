@@ -23,7 +23,7 @@ pub const PRIORITY_SPEAKER: u8 = 1;
 pub const PRIORITY_NORMAL: u8 = 0;
 
 /// Fraction of the budget an upgrade must leave free.
-pub const UPGRADE_RESERVE: f64 = 0.1;
+pub const UPGRADE_RESERVE: f64 = 0.2;
 
 /// One video track as the allocator sees it.
 #[derive(Debug, Clone)]

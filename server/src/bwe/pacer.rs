@@ -51,6 +51,8 @@ fn inflate_padding(packet: &mut rtc::rtp::Packet) {
 
 /// Packets queued at most (per class); about 1.5 s of a 1 Mbit/s stream.
 const QUEUE_LIMIT: usize = 1024;
+/// Video and probes wait at most this long in the queue.
+const MAX_VIDEO_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 /// The budget may build up to this much sending time, so a released burst stays short.
 const BURST: std::time::Duration = std::time::Duration::from_millis(40);
 /// And never below two full packets, or large packets would wait for budget forever.
@@ -105,6 +107,17 @@ impl PacedSender {
     fn release(&mut self, now: Instant) {
         let rate = self.link.pacing_bps() as f64;
         self.refill(now, rate);
+        // Video that waited this long is stale: behind it may wait the keyframe of the lower
+        // layer the allocator just chose, and the old layer's backlog would hold it back for
+        // seconds (the receiver asks again for what it still needs).
+        while self
+            .normal
+            .front()
+            .is_some_and(|p| now.saturating_duration_since(p.now) > MAX_VIDEO_WAIT)
+        {
+            self.normal.pop_front();
+            self.link.pacer_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         loop {
             let queue = if !self.audio.is_empty() {
                 &mut self.audio
@@ -269,15 +282,15 @@ mod tests {
             ..Default::default()
         });
         let t0 = Instant::now();
-        // A 100 kB keyframe: 100 packets of 1000 bytes, then one audio packet.
-        for _ in 0..100 {
+        // A 30 kB keyframe: 30 packets of 1000 bytes, then one audio packet.
+        for _ in 0..30 {
             p.handle_write(rtp(1, 988, t0)).unwrap();
         }
         p.handle_write(rtp(9, 100, t0)).unwrap();
         let mut first_audio_at = None;
         let mut sent = 0usize;
         let mut now = t0;
-        while sent < 101 {
+        while sent < 31 {
             while let Some(pkt) = p.poll_write() {
                 if let Packet::Rtp(r) = &pkt.message.packet
                     && r.header.ssrc == 9
@@ -286,18 +299,39 @@ mod tests {
                 }
                 sent += 1;
             }
-            if sent >= 101 {
+            if sent >= 31 {
                 break;
             }
             now = p.poll_timeout().expect("queued packets need a wake-up");
             p.handle_timeout(now).unwrap();
         }
-        // 800 kbit at 1 Mbit/s: about 0.8 s.
+        // 240 kbit at 1 Mbit/s: about 0.24 s.
         let took = now.duration_since(t0);
         assert!(
-            took > Duration::from_millis(700) && took < Duration::from_millis(900),
+            took > Duration::from_millis(180) && took < Duration::from_millis(300),
             "{took:?}"
         );
         assert!(first_audio_at.unwrap() < 5, "audio waited behind video");
+    }
+
+    #[test]
+    fn stale_video_is_dropped_audio_never() {
+        let link = LinkState::new(Default::default());
+        link.set_pacing_bps(100_000);
+        let mut p = PacedSender::new(link.clone());
+        let t0 = Instant::now();
+        // 100 kB at 100 kbit/s would take 8 s: what waited 400 ms goes.
+        for _ in 0..100 {
+            p.handle_write(rtp(1, 988, t0)).unwrap();
+        }
+        while p.poll_write().is_some() {}
+        let later = t0 + Duration::from_millis(500);
+        p.handle_timeout(later).unwrap();
+        let mut released = 0;
+        while p.poll_write().is_some() {
+            released += 1;
+        }
+        assert!(released <= 2, "{released} stale packets released");
+        assert!(link.pacer_dropped.load(Ordering::Relaxed) >= 90);
     }
 }

@@ -42,19 +42,19 @@ pub struct ProbeCluster {
     pub target_bps: f64,
     start: Instant,
     end: Instant,
-    sent_bytes: u64,
-    first_departure: Option<Instant>,
-    last_departure: Option<Instant>,
-    last_sent_size: u64,
-    arrived_bytes: u64,
-    first_arrival: Option<Duration>,
-    last_arrival: Option<Duration>,
-    first_arrival_size: u64,
-    packets: u32,
-    lost: u32,
+    /// The probe's own padding: SSRC, first sequence number, count. The rates are measured
+    /// over the span its packets left in (media keeps leaving after the padding is out, at
+    /// the media rate, which would dilute the measure).
+    padding: Option<(u32, u16, u16)>,
+    padding_span: Option<(Instant, Instant)>,
+    /// Every report in the window: departure, size, arrival (None: lost). Bounded.
+    samples: Vec<(Instant, u32, Option<Duration>)>,
     /// A report for a packet that left after the window: the feedback covers the whole cluster.
     complete: bool,
 }
+
+/// Reports kept per cluster (a 200 ms probe at 20 Mbit/s is about 400 packets).
+const MAX_SAMPLES: usize = 1024;
 
 impl ProbeCluster {
     pub fn new(start: Instant, target_bps: f64) -> Self {
@@ -62,18 +62,17 @@ impl ProbeCluster {
             target_bps,
             start,
             end: start + PROBE_DURATION + DEPARTURE_GRACE,
-            sent_bytes: 0,
-            first_departure: None,
-            last_departure: None,
-            last_sent_size: 0,
-            arrived_bytes: 0,
-            first_arrival: None,
-            last_arrival: None,
-            first_arrival_size: 0,
-            packets: 0,
-            lost: 0,
+            padding: None,
+            padding_span: None,
+            samples: Vec::new(),
             complete: false,
         }
+    }
+
+    /// The probe's padding packets: `count` from `first_seq` on `ssrc`.
+    pub fn with_padding(mut self, ssrc: u32, first_seq: u16, count: u16) -> Self {
+        self.padding = Some((ssrc, first_seq, count));
+        self
     }
 
     pub fn observe(&mut self, report: &PacketReport) {
@@ -84,22 +83,20 @@ impl ProbeCluster {
             self.complete = true;
             return;
         }
-        let size = report.size as u64;
-        self.packets += 1;
-        self.sent_bytes += size;
-        self.first_departure.get_or_insert(report.departure);
-        self.last_departure = Some(report.departure);
-        self.last_sent_size = size;
-        match report.arrival.filter(|_| report.arrived) {
-            Some(arrival) => {
-                if self.first_arrival.is_none_or(|f| arrival < f) {
-                    self.first_arrival = Some(arrival);
-                    self.first_arrival_size = size;
-                }
-                self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
-                self.arrived_bytes += size;
-            }
-            None => self.lost += 1,
+        if let Some((ssrc, first, count)) = self.padding
+            && report.ssrc == ssrc
+            && report.rtp_sequence_number.wrapping_sub(first) < count
+        {
+            let d = report.departure;
+            self.padding_span = Some(match self.padding_span {
+                Some((a, b)) => (a.min(d), b.max(d)),
+                None => (d, d),
+            });
+        }
+        if self.samples.len() < MAX_SAMPLES {
+            let arrival = report.arrival.filter(|_| report.arrived);
+            self.samples
+                .push((report.departure, report.size as u32, arrival));
         }
     }
 
@@ -115,26 +112,58 @@ impl ProbeCluster {
             target_bps: self.target_bps,
             at: now,
         };
-        if self.packets < MIN_PACKETS || self.lost * 10 > self.packets {
+        let (from, to) = match (self.padding, self.padding_span) {
+            (Some(_), Some(span)) => span,
+            (Some(_), None) => return Some(failed),
+            (None, _) => (self.start, self.end),
+        };
+        let mut packets = 0u32;
+        let mut lost = 0u32;
+        let (mut sent_bytes, mut last_sent_size) = (0u64, 0u64);
+        let (mut first_departure, mut last_departure) = (None::<Instant>, None::<Instant>);
+        let mut arrived_bytes = 0u64;
+        let mut first_arrival: Option<(Duration, u64)> = None;
+        let mut last_arrival: Option<Duration> = None;
+        for &(departure, size, arrival) in &self.samples {
+            if departure < from || departure > to {
+                continue;
+            }
+            let size = u64::from(size);
+            packets += 1;
+            sent_bytes += size;
+            first_departure = Some(first_departure.map_or(departure, |f| f.min(departure)));
+            if last_departure.is_none_or(|l| departure >= l) {
+                last_departure = Some(departure);
+                last_sent_size = size;
+            }
+            match arrival {
+                Some(at) => {
+                    arrived_bytes += size;
+                    if first_arrival.is_none_or(|(f, _)| at < f) {
+                        first_arrival = Some((at, size));
+                    }
+                    last_arrival = Some(last_arrival.map_or(at, |l| l.max(at)));
+                }
+                None => lost += 1,
+            }
+        }
+        if packets < MIN_PACKETS || lost * 10 > packets {
             return Some(failed);
         }
-        let (Some(fd), Some(ld), Some(fa), Some(la)) = (
-            self.first_departure,
-            self.last_departure,
-            self.first_arrival,
-            self.last_arrival,
-        ) else {
+        let (Some(fd), Some(ld), Some((fa, first_arrival_size)), Some(la)) =
+            (first_departure, last_departure, first_arrival, last_arrival)
+        else {
             return Some(failed);
         };
         // The first packet's bytes were on the wire before the span started (receive side),
         // the last one's after it ended (send side).
         let send_span = ld.saturating_duration_since(fd).as_secs_f64();
         let recv_span = la.saturating_sub(fa).as_secs_f64();
-        if send_span < 0.05 || recv_span < 0.05 {
+        if send_span < 0.02 || recv_span < 0.02 {
             return Some(failed);
         }
-        let send_bps = (self.sent_bytes - self.last_sent_size) as f64 * 8.0 / send_span;
-        let recv_bps = (self.arrived_bytes - self.first_arrival_size) as f64 * 8.0 / recv_span;
+        let send_bps = (sent_bytes - last_sent_size) as f64 * 8.0 / send_span;
+        let recv_bps = (arrived_bytes - first_arrival_size) as f64 * 8.0 / recv_span;
         Some(ProbeResult {
             bps: send_bps.min(recv_bps),
             target_bps: self.target_bps,

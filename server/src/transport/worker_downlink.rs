@@ -161,18 +161,25 @@ impl Worker {
                 order.push(id);
             }
             wanted_bps += audio_bps;
-            // Until the link has shown a limit, the estimate is a guess: nothing is cut for it.
+            // Until the link has pushed back once, the estimate is only a starting guess:
+            // nothing is capped for it, nothing waits on hysteresis, nothing is probed.
             let budget = if limit_seen {
                 estimate as u64
             } else {
-                (estimate as u64).max(wanted_bps)
+                u64::MAX / 4
             };
             let allocated = allocator::allocate(budget, audio_bps, &dl.demands, &mut dl.target);
             if order != dl.order {
                 dl.applied.clear();
                 dl.order = order;
             }
-            let changed = dl.hysteresis.apply(now, &dl.target, &mut dl.applied);
+            let changed = if limit_seen {
+                dl.hysteresis.apply(now, &dl.target, &mut dl.applied)
+            } else {
+                let changed = dl.applied != dl.target;
+                dl.applied.clone_from(&dl.target);
+                changed
+            };
             let mut paused = 0;
             let mut below_wanted = false;
             let mut allocated_bps = audio_bps;
@@ -256,8 +263,10 @@ impl Worker {
                 && let Some(target) = dl.probes.poll_step(
                     now,
                     estimate,
-                    wanted_bps as f64,
-                    (allocated_bps + next_increment.unwrap_or(0)) as f64,
+                    // An upgrade must leave the reserve free: that is what a probe must show.
+                    wanted_bps as f64 / (1.0 - allocator::UPGRADE_RESERVE),
+                    (allocated_bps + next_increment.unwrap_or(0)) as f64
+                        / (1.0 - allocator::UPGRADE_RESERVE),
                 )
             {
                 // Padding at (target - media) for the probe's duration, on the first video
@@ -271,10 +280,13 @@ impl Worker {
                 let track = dl.order.iter().find_map(|id| {
                     let dt = c.down_tracks.get_mut(id)?;
                     dt.padding(n, &mut packets)?;
-                    Some(dt.sender)
+                    Some((dt.sender, dt.ssrc))
                 });
-                if let Some(sender) = track {
-                    link.estimator().start_probe(ProbeCluster::new(now, target));
+                if let Some((sender, ssrc)) = track {
+                    let first_seq = packets.first().map_or(0, |p| p.header.sequence_number);
+                    link.estimator().start_probe(
+                        ProbeCluster::new(now, target).with_padding(ssrc, first_seq, n),
+                    );
                     if let Some(mut s) = c.pc.rtp_sender(sender) {
                         for p in packets.drain(..) {
                             let _ = s.write_rtp(now, p);
