@@ -50,7 +50,7 @@ export PRISM_TEST_RESULTS="$target_dir/test-results/browser"
 # network namespace behind a 600 kbit/s tbf cap), which does not pass yet (see
 # docs/benchmarks.md). Run it alone, as root, with PRISM_BIN set:
 #   (cd clients/web && node --test test/constrained_link.test.mjs)
-for file in browser publisher_bitrate data_channel simulcast whip; do
+for file in browser publisher_bitrate data_channel simulcast whip dashboard; do
     (cd clients/web && node --test --test-concurrency=1 "test/$file.test.mjs")
 done
 echo "browser test results (screenshot, logs): $PRISM_TEST_RESULTS"

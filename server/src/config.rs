@@ -98,6 +98,10 @@ pub enum ConfigError {
     WebhookZero(&'static str),
     #[error("room.stream_keys: the key of room {room:?} is shorter than 16 characters")]
     WeakStreamKey { room: String },
+    #[error("telemetry.otlp_endpoint: {0:?} is not an http:// or https:// URL")]
+    OtlpEndpoint(String),
+    #[error("telemetry.otlp_interval_ms must be greater than 0")]
+    OtlpInterval,
     #[error("bwe: need 0 < min_bps <= initial_bps <= max_bps")]
     BweRange,
 }
@@ -123,6 +127,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhooks: WebhookConfig,
     pub web: WebConfig,
+    pub telemetry: TelemetryConfig,
     pub bwe: BweConfig,
 }
 
@@ -148,6 +153,39 @@ impl Default for BweConfig {
             initial_bps: 1_500_000,
             min_bps: 50_000,
             max_bps: 50_000_000,
+        }
+    }
+}
+
+/// Metrics and OpenTelemetry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Collect metrics: `/metrics`, the OTLP metrics and the workers' histograms (join time,
+    /// first packet, loop time, downlink). Off: `/metrics` is 404 and nothing is recorded
+    /// (the workers' plain counters remain: logs and worker placement use them). Default true.
+    pub metrics: bool,
+    /// OTLP/gRPC collector to send traces and metrics to, e.g. `http://127.0.0.1:4317`. Empty
+    /// = none: no exporter, no OpenTelemetry work. Default: `OTEL_EXPORTER_OTLP_ENDPOINT` when
+    /// set, else empty.
+    pub otlp_endpoint: String,
+    /// How often metrics are pushed over OTLP. Default 10000 ms.
+    pub otlp_interval_ms: u64,
+    /// The `service.name` of the exported telemetry. Default `prism`.
+    pub service_name: String,
+    /// Which spans go to OTLP, as a tracing filter (independent of `log.level`). Default
+    /// `prism_server=info`: joins, negotiations, publications, subscriptions, gRPC calls.
+    pub trace_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics: true,
+            otlp_endpoint: String::new(),
+            otlp_interval_ms: 10_000,
+            service_name: "prism".to_owned(),
+            trace_filter: "prism_server=info".to_owned(),
         }
     }
 }
@@ -255,6 +293,9 @@ pub struct WebConfig {
     /// without a backend. Default true, but only ever served with the development keys (see
     /// [`Config::token_endpoint_enabled`]): with your own keys, mint tokens in your backend.
     pub token_endpoint: bool,
+    /// Serve the live dashboard at `/dashboard`; its data (`/api/dashboard`) needs a node-wide
+    /// admin token. Default true.
+    pub dashboard: bool,
 }
 
 /// Logging settings.
@@ -278,6 +319,7 @@ impl Default for Config {
             log: LogConfig::default(),
             webhooks: WebhookConfig::default(),
             web: WebConfig::default(),
+            telemetry: TelemetryConfig::default(),
             bwe: BweConfig::default(),
         }
     }
@@ -288,6 +330,7 @@ impl Default for WebConfig {
         WebConfig {
             demo: true,
             token_endpoint: true,
+            dashboard: true,
         }
     }
 }
@@ -350,6 +393,8 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("webhooks", &self.webhooks)
             .field("web", &self.web)
+            .field("telemetry", &self.telemetry)
+            .field("bwe", &self.bwe)
             .finish()
     }
 }
@@ -360,8 +405,20 @@ fn dev_keys() -> BTreeMap<String, String> {
 
 /// Top-level settings an environment variable may name; others with the prefix are ignored.
 const TOP_LEVEL: &[&str] = &[
-    "bind", "port", "keys", "rtc", "room", "log", "webhooks", "web",
+    "bind",
+    "port",
+    "keys",
+    "rtc",
+    "room",
+    "log",
+    "webhooks",
+    "web",
+    "telemetry",
+    "bwe",
 ];
+
+/// The standard OpenTelemetry variable, used when `telemetry.otlp_endpoint` is not set.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 impl Config {
     /// Embedded defaults < TOML file (if given) < `PRISM_*` environment variables; then
@@ -375,6 +432,11 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let otel_endpoint = env
+            .iter()
+            .find(|(k, _)| k == OTEL_ENDPOINT_ENV)
+            .map(|(_, v)| v.trim().to_owned());
         let env = EnvLayer::parse(env)?;
 
         // Keys are replaced, never merged, so the base layer carries none.
@@ -399,6 +461,11 @@ impl Config {
         figment = figment.merge(&env);
         let mut config: Config = figment.extract()?;
 
+        if config.telemetry.otlp_endpoint.is_empty()
+            && let Some(endpoint) = otel_endpoint
+        {
+            config.telemetry.otlp_endpoint = endpoint;
+        }
         if let Some(keys) = env.keys {
             config.keys = keys;
         } else if !file_has_keys {
@@ -447,6 +514,18 @@ impl Config {
                 disconnected: self.rtc.ice_disconnected_timeout_ms,
                 failed: self.rtc.ice_failed_timeout_ms,
             });
+        }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty() {
+            let lower = otlp.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                || otlp.contains(char::is_whitespace)
+            {
+                return Err(ConfigError::OtlpEndpoint(otlp.clone()));
+            }
+            if self.telemetry.otlp_interval_ms == 0 {
+                return Err(ConfigError::OtlpInterval);
+            }
         }
         if !self.webhooks.urls.is_empty() {
             self.webhook_key()?;
@@ -689,6 +768,32 @@ mod tests {
 
     fn load(file: Option<&TempToml>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(file.map(|f| f.0.as_path()), env(vars))
+    }
+
+    #[test]
+    fn otlp_endpoint_from_config_or_the_standard_variable() {
+        assert_eq!(load(None, &[]).unwrap().telemetry.otlp_endpoint, "");
+        let c = load(None, &[(OTEL_ENDPOINT_ENV, "http://127.0.0.1:4317")]).unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint, "http://127.0.0.1:4317");
+        // Prism's own setting wins over the standard variable.
+        let c = load(
+            None,
+            &[
+                (OTEL_ENDPOINT_ENV, "http://127.0.0.1:4317"),
+                ("PRISM_TELEMETRY__OTLP_ENDPOINT", "http://10.0.0.1:4317"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint, "http://10.0.0.1:4317");
+        assert!(matches!(
+            load(
+                None,
+                &[("PRISM_TELEMETRY__OTLP_ENDPOINT", "collector:4317")]
+            ),
+            Err(ConfigError::OtlpEndpoint(_))
+        ));
+        let c = load(None, &[("PRISM_TELEMETRY__METRICS", "false")]).unwrap();
+        assert!(!c.telemetry.metrics);
     }
 
     #[test]

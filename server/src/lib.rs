@@ -13,6 +13,7 @@ pub mod config;
 pub mod media;
 pub mod metrics;
 pub mod room;
+pub mod telemetry;
 pub mod transport;
 pub mod webhooks;
 
@@ -40,6 +41,8 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Webhooks(#[from] WebhookError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -53,6 +56,7 @@ pub struct Server {
     rooms: Arc<RoomManager>,
     transport: Arc<Transport>,
     webhooks: Option<Arc<Webhooks>>,
+    otlp_metrics: Option<telemetry::otlp_metrics::OtlpMetrics>,
     stop: Option<oneshot::Sender<()>>,
     http: Option<tokio::task::JoinHandle<()>>,
 }
@@ -74,11 +78,29 @@ impl Server {
             Arc::new(EventBus::new(sinks)),
         );
         let verifier = Arc::new(TokenVerifier::new(&config.keys));
+        let sources = metrics::Sources {
+            rooms: rooms.clone(),
+            transport: transport.clone(),
+        };
+        let telemetry = &config.telemetry;
+        for w in transport.workers() {
+            w.stats.histograms.set_enabled(telemetry.metrics);
+        }
+        let otlp_metrics = if telemetry.metrics && !telemetry.otlp_endpoint.is_empty() {
+            Some(telemetry::otlp_metrics::OtlpMetrics::start(
+                telemetry,
+                sources.clone(),
+            )?)
+        } else {
+            None
+        };
         let state = AppState {
             rooms: rooms.clone(),
             verifier: verifier.clone(),
             whip: Default::default(),
-            metrics: Arc::new(metrics::Metrics::new(rooms.clone(), transport.clone())),
+            metrics: telemetry
+                .metrics
+                .then(|| Arc::new(metrics::Metrics::new(sources))),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -104,6 +126,7 @@ impl Server {
             rooms,
             transport,
             webhooks,
+            otlp_metrics,
             stop: Some(stop),
             http: Some(http),
         })
@@ -148,6 +171,13 @@ impl Server {
         }
         if let Some(w) = &self.webhooks {
             w.shutdown();
+        }
+        if let Some(otlp) = self.otlp_metrics.take() {
+            // Blocks on a last export, which the runtime carries.
+            let done = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "OTLP metrics shutdown");
+            }
         }
         let transport = self.transport.clone();
         let _ = tokio::task::spawn_blocking(move || transport.shutdown()).await;

@@ -143,12 +143,14 @@ fn create_token(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter's gRPC client runs on it.
+        let telemetry = prism_server::telemetry::init(&config.log, &config.telemetry)
+            .context("starting logs and telemetry")?;
         if config.uses_dev_keys() {
             println!("Development API key:    {}", DEV_API_KEY);
             println!(
@@ -166,17 +168,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await.ok();
         tracing::info!("shutting down");
         server.shutdown().await;
+        // Flushes the spans not exported yet.
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await??;
         Ok(())
     })
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log.json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -79,7 +79,7 @@ fn drained(app: &AppState) -> Response {
 }
 
 /// A node-wide admin: a valid access token granting room_admin with no room restriction.
-fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = bearer(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -98,7 +98,7 @@ fn admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
-            "drain needs an access token granting room_admin for every room (no room claim)",
+            "this needs an access token granting room_admin for every room (no room claim)",
         ));
     }
     Ok(())

@@ -2,9 +2,11 @@
 //! and the gRPC control plane ([`grpc`]) on the same port. Errors are JSON bodies
 //! with an HTTP status, produced by [`ApiError`].
 
+mod dashboard;
 pub mod grpc;
 mod health;
 mod session;
+mod session_spans;
 mod signaling;
 mod web;
 pub mod whip;
@@ -28,7 +30,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Live WHIP/WHEP sessions.
     pub whip: Arc<whip::Sessions>,
-    pub metrics: Arc<Metrics>,
+    /// None when metrics are off (`telemetry.metrics = false`): `/metrics` is 404.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,17 +49,30 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(metrics))
         .merge(web)
+        .merge(if state.rooms.config().web.dashboard {
+            dashboard::routes()
+        } else {
+            Router::new()
+        })
         .with_state(state)
 }
 
 /// Prometheus scrape (OpenMetrics text), computed from the live counters on each request.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "metrics are off (telemetry.metrics = false)",
+        )
+        .into_response();
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }

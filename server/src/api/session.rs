@@ -3,7 +3,7 @@
 //! validated here; a bad message gets an error message and the session goes on.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use prism_proto::signal::{
@@ -11,7 +11,9 @@ use prism_proto::signal::{
     signal_request::Message as Req, signal_response::Message as Resp,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
+use super::session_spans::SessionSpans;
 use crate::room::{JoinSpec, Room, RoomError, RoomManager};
 use crate::transport::{ConnEvent, ConnId, PeerState, TransportError};
 
@@ -65,6 +67,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
     let (outbox_tx, mut outbox) = mpsc::channel(OUTBOX);
     let (events_tx, mut events) = mpsc::channel(CONN_EVENTS);
     let conn = ConnId::next();
+    let started = Instant::now();
+    let mut spans = SessionSpans::join(&room_name, &spec.identity);
     // A room can close between lookup and join when its last participant just left; the
     // next lookup then creates a fresh one.
     let mut attempt = 0;
@@ -73,11 +77,13 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         let room = match rooms.get_or_create(&room_name) {
             Ok(room) => room,
             Err(e) => {
+                spans.join_failed("refused");
                 let _ = send(&mut ws, &room_error("join", e)).await;
                 return;
             }
         };
         if let Err(e) = room.worker.open(conn, events_tx.clone()).await {
+            spans.join_failed("transport");
             let _ = send(&mut ws, &transport_error("join", e)).await;
             // The room may have been created for us: let it close.
             rooms.release(&room);
@@ -87,6 +93,7 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
             Ok(joined) => break (room, joined),
             Err(RoomError::RoomClosed(_)) if attempt < 3 => room.worker.close(conn),
             Err(e) => {
+                spans.join_failed("refused");
                 room.worker.close(conn);
                 let _ = send(&mut ws, &room_error("join", e)).await;
                 rooms.release(&room);
@@ -96,6 +103,18 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         }
     };
     drop((outbox_tx, events_tx));
+    spans.joined(&joined.participant_sid);
+    if spec.auto_subscribe && spec.permission.can_subscribe {
+        // Auto-subscribed to everything already published.
+        for track in joined
+            .response
+            .other_participants
+            .iter()
+            .flat_map(|p| &p.tracks)
+        {
+            spans.subscribe_started(&track.sid, &joined.participant_sid);
+        }
+    }
     let mut session = Session {
         room: room.clone(),
         sid: joined.participant_sid,
@@ -103,6 +122,8 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         spec,
         connected: false,
         join_timeout: Duration::from_secs(rooms.config().room.join_timeout_secs),
+        started,
+        spans,
     };
     let join = SignalResponse {
         message: Some(Resp::Join(joined.response)),
@@ -122,6 +143,7 @@ pub async fn run(rooms: Arc<RoomManager>, room_name: String, spec: JoinSpec, mut
         };
         let _ = send(&mut ws, &leave).await;
     }
+    session.spans.finish();
     room.leave(&session.sid, reason);
     rooms.release(&room);
     close(ws).await;
@@ -149,6 +171,9 @@ struct Session {
     spec: JoinSpec,
     connected: bool,
     join_timeout: Duration,
+    /// When the join request came, for the join-time histogram.
+    started: Instant,
+    spans: SessionSpans,
 }
 
 impl Session {
@@ -187,6 +212,7 @@ impl Session {
                     }
                 }
                 Some(message) = outbox.recv() => {
+                    self.on_outgoing(&message);
                     let kicked = matches!(message.message, Some(Resp::Leave(_)));
                     if !send(ws, &message).await {
                         return DisconnectReason::SignalingClosed;
@@ -236,15 +262,15 @@ impl Session {
         let reply = match message {
             Req::Leave(_) => return Some(DisconnectReason::ClientInitiated),
             Req::Offer(offer) => self.on_offer(offer).await,
-            Req::Answer(answer) => match self
-                .room
-                .worker
-                .answer(self.conn, answer.sdp, answer.id)
-                .await
-            {
-                Ok(()) => None,
-                Err(e) => Some(transport_error("answer", e)),
-            },
+            Req::Answer(answer) => {
+                let result = self
+                    .room
+                    .worker
+                    .answer(self.conn, answer.sdp, answer.id)
+                    .await;
+                self.spans.server_offer_answered(answer.id, result.is_ok());
+                result.err().map(|e| transport_error("answer", e))
+            }
             Req::Trickle(c) => {
                 if c.candidate.is_empty() {
                     None
@@ -259,11 +285,15 @@ impl Session {
                 }
             }
             // Success is announced to everyone, the publisher included, as trackPublished.
-            Req::AddTrack(request) => self
-                .room
-                .add_track(&self.sid, request)
-                .err()
-                .map(|e| room_error("addTrack", e)),
+            Req::AddTrack(request) => {
+                let cid = request.cid.clone();
+                self.spans.publish_started(&cid, &self.sid);
+                let refused = self.room.add_track(&self.sid, request).err();
+                if refused.is_some() {
+                    self.spans.published(&cid, None);
+                }
+                refused.map(|e| room_error("addTrack", e))
+            }
             Req::Unpublish(request) => self
                 .room
                 .unpublish(&self.sid, &request.track_sid)
@@ -274,11 +304,17 @@ impl Session {
                 .mute(&self.sid, &request.track_sid, request.muted)
                 .err()
                 .map(|e| room_error("mute", e)),
-            Req::Subscription(request) => self
-                .room
-                .update_subscription(&self.sid, &request.track_sids, request.subscribe)
-                .err()
-                .map(|e| room_error("subscription", e)),
+            Req::Subscription(request) => {
+                if request.subscribe {
+                    for sid in &request.track_sids {
+                        self.spans.subscribe_started(sid, &self.sid);
+                    }
+                }
+                self.room
+                    .update_subscription(&self.sid, &request.track_sids, request.subscribe)
+                    .err()
+                    .map(|e| room_error("subscription", e))
+            }
             // Stored for layer selection, which does not exist yet.
             Req::TrackSettings(settings) => self
                 .room
@@ -317,7 +353,14 @@ impl Session {
                 "this token cannot publish: offer audio/video as recvonly or inactive",
             ));
         }
-        match self.room.worker.offer(self.conn, offer.sdp).await {
+        let span = self.spans.client_offer();
+        match self
+            .room
+            .worker
+            .offer(self.conn, offer.sdp)
+            .instrument(span)
+            .await
+        {
             Ok(Some(sdp)) => Some(SignalResponse {
                 message: Some(Resp::Answer(SessionDescription {
                     r#type: "answer".into(),
@@ -337,11 +380,14 @@ impl Session {
         event: ConnEvent,
     ) -> Option<DisconnectReason> {
         let message = match event {
-            ConnEvent::Offer { sdp, id } => Some(Resp::Offer(SessionDescription {
-                r#type: "offer".into(),
-                sdp,
-                id,
-            })),
+            ConnEvent::Offer { sdp, id } => {
+                self.spans.server_offer(id);
+                Some(Resp::Offer(SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    id,
+                }))
+            }
             ConnEvent::TrackOpened {
                 track_id,
                 kind,
@@ -351,10 +397,19 @@ impl Session {
             } => {
                 self.room
                     .track_opened(&self.sid, &track_id, kind, &mime_type, rid.as_deref());
+                if self.spans.is_publishing(&track_id) {
+                    let sid = self.room.track_sid_of(&self.sid, &track_id);
+                    self.spans.published(&track_id, sid.as_deref());
+                }
                 None
             }
             ConnEvent::StateChanged(state) => match state {
                 PeerState::Connected => {
+                    if !self.connected {
+                        let stats = &self.room.worker.stats;
+                        stats.histograms.record_join(self.started.elapsed());
+                        self.spans.connected();
+                    }
                     self.connected = true;
                     self.room.set_active(&self.sid);
                     None
@@ -364,12 +419,16 @@ impl Session {
                 }
                 PeerState::Connecting | PeerState::Disconnected => None,
             },
-            ConnEvent::Subscribed { track_sid } => Some(subscription(
-                track_sid,
-                pb::subscription_update::State::Subscribed,
-                String::new(),
-            )),
+            ConnEvent::Subscribed { track_sid } => {
+                self.spans.subscribe_ended(&track_sid, "subscribed");
+                Some(subscription(
+                    track_sid,
+                    pb::subscription_update::State::Subscribed,
+                    String::new(),
+                ))
+            }
             ConnEvent::SubscriptionFailed { track_sid, reason } => {
+                self.spans.subscribe_ended(&track_sid, "failed");
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
                     track_sid,
@@ -418,6 +477,7 @@ impl Session {
                 }))
             }
             ConnEvent::Unsubscribed { track_sid } => {
+                self.spans.subscribe_ended(&track_sid, "unsubscribed");
                 self.room.subscription_ended(&self.sid, &track_sid);
                 Some(subscription(
                     track_sid,
@@ -439,6 +499,19 @@ impl Session {
 }
 
 impl Session {
+    /// A message the room sends this participant: a track it will be auto-subscribed to
+    /// starts a `subscribe` span.
+    fn on_outgoing(&mut self, message: &SignalResponse) {
+        if let Some(Resp::TrackPublished(p)) = &message.message
+            && p.participant_sid != self.sid
+            && self.spec.auto_subscribe
+            && self.spec.permission.can_subscribe
+            && let Some(track) = &p.track
+        {
+            self.spans.subscribe_started(&track.sid, &self.sid);
+        }
+    }
+
     /// A data channel message from the participant: relay it to the room.
     async fn on_data(
         &mut self,

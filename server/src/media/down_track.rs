@@ -47,6 +47,11 @@ pub struct DownTrack {
     pub request: LayerRequest,
     /// The stream state last reported to the subscriber.
     pub reported: Option<StreamReport>,
+    /// When the subscription started, until its first packet goes out (time-to-first-packet
+    /// histogram).
+    pub awaiting_first_packet: Option<Instant>,
+    /// The loss fraction (of 256) in the subscriber's latest report block about this track.
+    pub fraction_lost: Option<u8>,
     /// The downlink allocator's decision (None: no estimate, no limit).
     pub allocation: Option<crate::bwe::allocator::Decision>,
     /// A screen share (allocated first, like a pinned track).
@@ -117,6 +122,8 @@ impl DownTrack {
             rtt: None,
             request: LayerRequest::default(),
             reported: None,
+            awaiting_first_packet: None,
+            fraction_lost: None,
             allocation: None,
             screen_share: false,
             picture_ids: PictureIdRewriter::default(),

@@ -7,6 +7,7 @@ mod admin;
 mod data;
 pub mod events;
 mod member;
+mod roster;
 mod state;
 
 use std::sync::Arc;

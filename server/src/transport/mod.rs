@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::media::layers::LayerRequest;
 use crate::media::receiver::DeclaredLayer;
+pub use worker::snapshot::{ConnDetail, DownTrackDetail, LayerDetail, PublishedDetail};
 pub use worker::{WorkerSnapshot, WorkerStats};
 
 /// A peer connection, unique in the process.
@@ -201,6 +202,10 @@ pub(crate) enum WorkerCommand {
     Snapshot {
         reply: oneshot::Sender<WorkerSnapshot>,
     },
+    /// Every connection's media, for the dashboard.
+    Details {
+        reply: oneshot::Sender<Vec<ConnDetail>>,
+    },
 }
 
 /// Forward a publisher's track to a subscriber.
@@ -374,6 +379,16 @@ impl WorkerHandle {
 
     pub async fn snapshot(&self) -> Result<WorkerSnapshot, TransportError> {
         self.call(|reply| WorkerCommand::Snapshot { reply }).await
+    }
+
+    /// Every connection's published layers and down tracks (the dashboard's data).
+    pub async fn details(&self) -> Result<Vec<ConnDetail>, TransportError> {
+        self.call(|reply| WorkerCommand::Details { reply }).await
+    }
+
+    /// Commands waiting in the worker's queue.
+    pub fn queued_commands(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 

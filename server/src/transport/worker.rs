@@ -87,6 +87,10 @@ pub struct WorkerStats {
     /// Sender reports sent to subscribers, translated from their publisher's.
     pub sender_reports_sent: AtomicU64,
     pub data: super::data::DataStats,
+    /// Simulcast layer switches started on down tracks already forwarding a layer.
+    pub layer_switches: AtomicU64,
+    /// Join and first-packet times, loop time, downlink estimates and allocations.
+    pub histograms: crate::metrics::WorkerHistograms,
     /// Downlink congestion control (see `crate::bwe`): probes started, probe packets sent,
     /// allocation changes, video tracks paused for bandwidth (each pause counted once), and
     /// packets the pacers dropped because their queue was full.
@@ -121,6 +125,8 @@ pub(super) mod viewer;
 
 #[path = "worker_downlink.rs"]
 pub(super) mod downlink;
+#[path = "snapshot.rs"]
+pub(super) mod snapshot;
 
 /// How a worker treats media, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -255,11 +261,14 @@ impl Worker {
             let wake = self
                 .next_deadline()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Each arm notes when it woke, so the loop-time histogram measures work, not waiting.
+            let woke: Instant;
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(command) => {
-                        self.handle_command(command, Instant::now());
+                        woke = Instant::now();
+                        self.handle_command(command, woke);
                         // Take what else is queued, bounded so media keeps flowing.
                         for _ in 0..64 {
                             match commands.try_recv() {
@@ -271,13 +280,15 @@ impl Worker {
                     None => break,
                 },
                 ready = socket.readable() => {
+                    woke = Instant::now();
                     if ready.is_ok() {
                         self.read_datagrams(&socket, &mut recv_buf);
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => woke = Instant::now(),
                 _ = housekeeping.tick() => {
                     let now = Instant::now();
+                    woke = now;
                     self.housekeeping(now);
                     if now >= next_counters_log {
                         next_counters_log = now + COUNTERS_LOG_INTERVAL;
@@ -299,6 +310,9 @@ impl Worker {
                     .fetch_add(flushed.syscalls as u64, Ordering::Relaxed);
                 s.send_errors
                     .fetch_add(flushed.errors as u64, Ordering::Relaxed);
+            }
+            if self.stats.histograms.enabled() {
+                self.stats.histograms.record_loop(woke.elapsed());
             }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -838,6 +852,11 @@ impl Worker {
             let Some(out) = dt.rewrite(&packet, keyframe, picture.as_ref(), now) else {
                 continue;
             };
+            if let Some(since) = dt.awaiting_first_packet.take() {
+                self.stats
+                    .histograms
+                    .record_first_packet(now.saturating_duration_since(since));
+            }
             let sender = dt.sender;
             let written =
                 c.pc.rtp_sender(sender)
@@ -922,9 +941,12 @@ impl Worker {
             return;
         };
         for block in blocks {
-            if let Some(dt) = c.down_tracks.values_mut().find(|dt| dt.ssrc == block.ssrc)
-                && let Some(rtt) = dt.on_report_block(block.last_sender_report, block.delay, now)
-            {
+            let Some(dt) = c.down_tracks.values_mut().find(|dt| dt.ssrc == block.ssrc) else {
+                continue;
+            };
+            // Loss as the subscriber sees it, for the dashboard.
+            dt.fraction_lost = Some(block.fraction_lost);
+            if let Some(rtt) = dt.on_report_block(block.last_sender_report, block.delay, now) {
                 c.rtt = Some(rtt);
                 tracing::trace!(conn = id.0, rtt_ms = rtt.as_millis() as u64, "round trip");
             }
@@ -1289,6 +1311,9 @@ impl Worker {
                     }
                 }
             }
+            WorkerCommand::Details { reply } => {
+                let _ = reply.send(self.details(now));
+            }
             WorkerCommand::Snapshot { reply } => {
                 let _ = reply.send(WorkerSnapshot {
                     connections: self.conns.len(),
@@ -1425,6 +1450,7 @@ impl Worker {
         if let Some(request) = c.layer_requests.get(&spec.track_sid) {
             dt.request = *request;
         }
+        dt.awaiting_first_packet = Some(now);
         dt.screen_share = spec.screen_share;
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);

@@ -3,6 +3,7 @@
 //! subscriber is told it receives, and which layers each publisher is asked to send
 //! (dynacast).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{ConnEvent, ConnId, Worker};
@@ -108,6 +109,9 @@ impl Worker {
                 }
                 let from = dt.munger.current_source();
                 if let Some(to) = select_layer(r, dt, now) {
+                    if from.is_some() {
+                        self.stats.layer_switches.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::debug!(conn = s.conn.0, track = %dt.track_sid, ?from, to, "switching layer");
                 }
             }

@@ -258,6 +258,7 @@ impl Worker {
         if let Some(request) = c.layer_requests.get(&spec.track_sid) {
             dt.request = *request;
         }
+        dt.awaiting_first_packet = Some(now);
         tracing::debug!(conn = spec.subscriber.0, track = %spec.track_sid, ssrc = slot.ssrc, "viewer slot bound");
         c.down_tracks.insert(dt_id, dt);
         c.down_track_by_sid.insert(spec.track_sid, dt_id);

@@ -5,6 +5,7 @@
 mod auth;
 mod service;
 mod status;
+mod trace;
 mod watch;
 
 use std::convert::Infallible;
@@ -49,7 +50,10 @@ pub async fn router(rooms: Arc<RoomManager>, verifier: Arc<TokenVerifier>) -> Ro
     if let Ok(v1alpha) = reflection_v1alpha {
         routes = routes.add_service(v1alpha);
     }
-    routes.prepare().into_axum_router()
+    routes
+        .prepare()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(trace::span))
 }
 
 /// Sends gRPC requests to `grpc` and the rest to `http`, on one listener.

@@ -363,6 +363,7 @@ async fn create(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     if !content_type_is(headers, SDP) {
         return Err(unsupported_type(SDP));
     }
@@ -487,6 +488,7 @@ async fn create(
             outbox,
             events,
             follow,
+            started,
         },
     );
     let mut response = (StatusCode::CREATED, answer).into_response();

@@ -101,6 +101,8 @@ pub struct Joined {
     pub events: mpsc::Receiver<ConnEvent>,
     /// WHEP: follow only this identity's tracks.
     pub follow: Option<String>,
+    /// When the POST came, for the join-time histogram.
+    pub started: std::time::Instant,
 }
 
 /// Registers the session and starts its task.
@@ -223,6 +225,10 @@ fn on_event(s: &Joined, event: ConnEvent, connected: &mut bool) -> Option<Discon
         }
         ConnEvent::StateChanged(state) => match state {
             PeerState::Connected => {
+                if !*connected {
+                    let stats = &s.room.worker.stats;
+                    stats.histograms.record_join(s.started.elapsed());
+                }
                 *connected = true;
                 s.room.set_active(&s.participant_sid);
             }
