@@ -346,6 +346,11 @@ impl Worker {
                     paused_tracks: paused,
                 };
                 c.emit(ConnEvent::ConnectionQuality(report));
+                // Sampled with the report (every 2 s per subscriber) for the histograms.
+                self.stats.histograms.record_estimate(report.estimate_bps);
+                self.stats
+                    .histograms
+                    .record_allocation(report.allocated_bps);
             }
         }
         for id in dirty {
