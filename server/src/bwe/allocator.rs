@@ -22,6 +22,9 @@ pub const PRIORITY_PINNED: u8 = 2;
 pub const PRIORITY_SPEAKER: u8 = 1;
 pub const PRIORITY_NORMAL: u8 = 0;
 
+/// How far a track's lowest layer may exceed what is left of the budget before it is paused.
+pub const LOWEST_LAYER_SLACK: f64 = 0.2;
+
 /// Fraction of the budget an upgrade must leave free.
 pub const UPGRADE_RESERVE: f64 = 0.2;
 
@@ -75,7 +78,10 @@ pub fn allocate(
         let Some(lowest) = t.layers.iter().position(Option::is_some) else {
             continue; // nothing arriving: Off, the forwarder waits for a layer
         };
-        if cost(i, lowest) <= remaining {
+        // A track's lowest layer stays on while it is at most LOWEST_LAYER_SLACK short: the
+        // pacer absorbs a small excess (audio first), while a pause is certain loss of the
+        // picture, and an estimate a few per cent low is common after a loss decrease.
+        if cost(i, lowest) as f64 * (1.0 - LOWEST_LAYER_SLACK) <= remaining as f64 {
             remaining -= cost(i, lowest);
             out[i] = Decision::Layer(lowest);
         } else {

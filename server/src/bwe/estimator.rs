@@ -43,8 +43,10 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(1000);
 const LOSS_MIN_PACKETS: u32 = 50;
 /// Loss this heavy is a queue overflowing, not noise.
 const OVERFLOW_LOSS: f64 = 0.25;
+/// Loss in the first second of feedback is not judged (see `on_reports`).
+const LOSS_WARMUP: Duration = Duration::from_secs(1);
 const OVERFLOW_WINDOW: Duration = Duration::from_millis(200);
-const OVERFLOW_MIN_PACKETS: u32 = 20;
+const OVERFLOW_MIN_PACKETS: u32 = 40;
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
 /// REMB counts only while no transport-wide feedback arrives.
@@ -81,6 +83,7 @@ pub struct SendSideBwe {
     lossy_windows: u32,
     /// When the delay detector last said the queue was growing.
     last_overuse: Option<Instant>,
+    first_feedback: Option<Instant>,
     /// Bytes reported and bytes delivered in the loss window, the arrivals it spans (receiver
     /// clock), and
     /// the delivered rate of the last window.
@@ -121,6 +124,7 @@ impl SendSideBwe {
             loss_window_start: None,
             lossy_windows: 0,
             last_overuse: None,
+            first_feedback: None,
             window_bytes: (0, 0),
             window_arrivals: None,
             window_delivered_bps: None,
@@ -197,6 +201,7 @@ impl SendSideBwe {
             return;
         }
         self.last_feedback = Some(now);
+        self.first_feedback.get_or_insert(now);
         let mut usage = self.detector.usage();
         let mut lost = 0usize;
         for report in reports {
@@ -234,7 +239,14 @@ impl SendSideBwe {
         let overflow = age >= OVERFLOW_WINDOW
             && n >= OVERFLOW_MIN_PACKETS
             && f64::from(l) > OVERFLOW_LOSS * f64::from(n);
-        if full || overflow {
+        // The first feedback of a connection can report packets the receiver was not yet
+        // ready for (its feedback starts while media already flows) as lost: not the link.
+        let warming_up = self
+            .first_feedback
+            .is_some_and(|at| now.saturating_duration_since(at) < LOSS_WARMUP);
+        if (full || overflow) && warming_up {
+            self.restart_loss_window(now);
+        } else if full || overflow {
             loss_sample = Some(f64::from(l) / f64::from(n));
             tracing::trace!(lost = l, reported = n, "downlink loss interval");
             // What got through while we sent more than that: the link's rate.
@@ -511,7 +523,7 @@ mod tests {
     fn heavy_loss_lowers_the_estimate() {
         let mut bwe = SendSideBwe::new(1_000_000.0, 50_000.0, 10_000_000.0);
         let t0 = Instant::now();
-        for batch in 0..20u64 {
+        for batch in 0..40u64 {
             let at = t0 + ms(batch * 100);
             let reports: Vec<_> = (0..10u64)
                 .map(|i| PacketReport {
