@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use prism_client::{Codec, RoomEvent, TrackOptions};
 use prism_server::auth::Grants;
 
 async fn get(server: &prism_server::Server, token: Option<&str>) -> reqwest::Response {
@@ -25,20 +24,7 @@ async fn dashboard_data_needs_an_admin_token_and_shows_the_call() {
     let participant = token("dash", "eve");
     assert_eq!(get(&server, Some(&participant)).await.status(), 403);
 
-    let (publisher, _p) = join(&server, "dash", "alice").await;
-    let (_subscriber, mut events) = join(&server, "dash", "bob").await;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let RoomEvent::TrackSubscribed { remote, .. } = event {
-                tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
-            }
-        }
-    });
-    let video = publisher
-        .publish_track(TrackOptions::video("camera", Codec::Vp8, 640, 360))
-        .await
-        .expect("publish");
-    let _media = send_vp8(video);
+    let _call = video_call(&server, "dash", "alice", "bob").await;
 
     let admin = token_with(
         "",

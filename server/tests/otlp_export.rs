@@ -24,7 +24,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prism_client::{Codec, RoomEvent, TrackOptions};
 
 /// Everything the receiver was sent.
 #[derive(Default, Clone)]
@@ -163,20 +162,7 @@ async fn otlp_receives_traces_and_metrics_of_a_call() {
         prism_server::telemetry::init(&config.log, &config.telemetry).expect("telemetry starts");
     let server = start_with(config).await;
 
-    let (publisher, _p) = join(&server, "otel", "alice").await;
-    let (_subscriber, mut events) = join(&server, "otel", "bob").await;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let RoomEvent::TrackSubscribed { remote, .. } = event {
-                tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
-            }
-        }
-    });
-    let video = publisher
-        .publish_track(TrackOptions::video("camera", Codec::Vp8, 640, 360))
-        .await
-        .expect("publish");
-    let _media = send_vp8(video);
+    let _call = video_call(&server, "otel", "alice", "bob").await;
     control(&server)
         .await
         .list_rooms(&[])

@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use prism_client::{Codec, RoomEvent, TrackOptions};
 
 /// A prometheus server on loopback, killed and its data removed on drop.
 struct Prometheus {
@@ -76,21 +75,7 @@ impl Drop for Prometheus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_call() {
     let server = start().await;
-    let (publisher, _p) = join(&server, "metrics", "publisher").await;
-    let (_subscriber, mut events) = join(&server, "metrics", "subscriber").await;
-    // Read what the subscriber receives, so its engine's queues never back up.
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let RoomEvent::TrackSubscribed { remote, .. } = event {
-                tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
-            }
-        }
-    });
-    let video = publisher
-        .publish_track(TrackOptions::video("camera", Codec::Vp8, 640, 360))
-        .await
-        .expect("publish");
-    let _media = send_vp8(video);
+    let _call = video_call(&server, "metrics", "publisher", "subscriber").await;
 
     let prometheus = Prometheus::start(&server.http_addr().to_string()).await;
     let forwarded = "sum(prism_rtp_forwarded_total)";

@@ -40,6 +40,17 @@ pub struct VideoDemand {
     pub current: Option<usize>,
 }
 
+impl VideoDemand {
+    /// The best arriving rank up to the wanted one; None when paused by request or nothing
+    /// arrives there.
+    pub fn best_wanted(&self) -> Option<usize> {
+        let wanted = self.wanted?;
+        (0..=wanted.min(self.layers.len().saturating_sub(1)))
+            .rev()
+            .find(|&r| self.layers[r].is_some())
+    }
+}
+
 /// What a video track gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -151,13 +162,7 @@ pub fn allocate(
 
 /// Whether `d` already gives `t` the best layer it wants that arrives.
 fn at_best(t: &VideoDemand, d: Decision) -> bool {
-    let Some(wanted) = t.wanted else {
-        return true;
-    };
-    let best = (0..=wanted.min(t.layers.len().saturating_sub(1)))
-        .rev()
-        .find(|&r| t.layers[r].is_some());
-    match (d, best) {
+    match (d, t.best_wanted()) {
         (_, None) => true,
         (Decision::Layer(r), Some(b)) => r >= b,
         _ => false,

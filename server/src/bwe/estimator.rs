@@ -175,10 +175,6 @@ impl SendSideBwe {
         self.probe = Some(cluster);
     }
 
-    pub fn probing(&self) -> bool {
-        self.probe.is_some()
-    }
-
     /// The result of the last probe that completed, taken once.
     pub fn take_probe_result(&mut self) -> Option<ProbeResult> {
         self.last_probe.take()

@@ -18,10 +18,8 @@ pub struct LinkState {
     estimator: Mutex<SendSideBwe>,
     /// Pacing rate in bits per second; 0 = not pacing (no feedback to pace by).
     pacing_bps: AtomicU64,
-    /// Packets the pacer dropped because its queue was full.
+    /// Packets the pacer dropped (queue full, or video waited too long).
     pub pacer_dropped: AtomicU64,
-    /// Packets waiting in the pacer.
-    pub pacer_queued: AtomicU64,
 }
 
 pub type SharedLink = Arc<LinkState>;

@@ -141,9 +141,6 @@ impl PacedSender {
             packet.now = now;
             self.out.push_back(packet);
         }
-        self.link
-            .pacer_queued
-            .store(self.queued() as u64, Ordering::Relaxed);
     }
 
     fn queued(&self) -> usize {

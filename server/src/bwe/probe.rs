@@ -189,7 +189,6 @@ pub struct ProbeController {
     last_succeeded: bool,
     /// No probe before this (the link pushed back).
     hold_until: Option<Instant>,
-    pub probes_sent: u64,
 }
 
 impl ProbeController {
@@ -225,7 +224,6 @@ impl ProbeController {
         };
         let target = (aim * 1.1).clamp(estimate_bps * 1.2, estimate_bps * step);
         self.next_allowed = Some(now + PROBE_DURATION + RESULT_TIMEOUT);
-        self.probes_sent += 1;
         Some(target)
     }
 
@@ -233,7 +231,6 @@ impl ProbeController {
     /// it may be asked for again at once.
     pub fn retry_now(&mut self) {
         self.next_allowed = None;
-        self.probes_sent = self.probes_sent.saturating_sub(1);
     }
 
     /// A probe finished: schedule the next one.

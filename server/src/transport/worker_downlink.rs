@@ -139,12 +139,6 @@ impl Worker {
                 let layer_rates: Vec<Option<u64>> = (0..r.rank_count())
                     .map(|k| r.arriving(k, now).then(|| r.bitrate(k)))
                     .collect();
-                if let Some(w) = wanted {
-                    let best = (0..=w.min(layer_rates.len().saturating_sub(1)))
-                        .rev()
-                        .find_map(|k| layer_rates[k]);
-                    wanted_bps += best.unwrap_or(0);
-                }
                 let priority = if dt.screen_share || c.pinned.contains(&dt.track_sid) {
                     PRIORITY_PINNED
                 } else if speaking.contains(&r.publisher) {
@@ -152,12 +146,17 @@ impl Worker {
                 } else {
                     PRIORITY_NORMAL
                 };
-                dl.demands.push(VideoDemand {
+                let demand = VideoDemand {
                     priority,
                     wanted,
                     layers: layer_rates,
                     current: dt.munger.current_source().and_then(|s| r.rank_of(s)),
-                });
+                };
+                wanted_bps += demand
+                    .best_wanted()
+                    .and_then(|k| demand.layers[k])
+                    .unwrap_or(0);
+                dl.demands.push(demand);
                 order.push(id);
             }
             wanted_bps += audio_bps;
@@ -200,12 +199,7 @@ impl Worker {
                 if let Decision::Layer(rank) = decision {
                     allocated_bps += demand.layers[rank].unwrap_or(0);
                 }
-                let best_wanted = demand.wanted.and_then(|w| {
-                    (0..=w.min(demand.layers.len().saturating_sub(1)))
-                        .rev()
-                        .find(|&k| demand.layers[k].is_some())
-                });
-                if let Some(best) = best_wanted {
+                if let Some(best) = demand.best_wanted() {
                     below_wanted |= !matches!(decision, Decision::Layer(r) if r >= best);
                     let (from_rank, from_bps) = match decision {
                         Decision::Layer(r) => (r + 1, demand.layers[r].unwrap_or(0)),

@@ -193,6 +193,47 @@ pub async fn wait_event<T>(
     }
 }
 
+/// A two-person call kept alive as long as this value: `publisher` sends synthetic VP8,
+/// `subscriber` reads everything it receives (so its engine's queues never back up).
+#[allow(dead_code)] // fields are held, not read
+pub struct VideoCall {
+    pub publisher: prism_client::Room,
+    pub subscriber: prism_client::Room,
+    publisher_events: prism_client::RoomEvents,
+    media: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a [`VideoCall`] in `room` between `publisher` and `subscriber` (identities).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn video_call(
+    server: &Server,
+    room: &str,
+    publisher: &str,
+    subscriber: &str,
+) -> VideoCall {
+    use prism_client::{Codec, RoomEvent, TrackOptions};
+    let (publisher, publisher_events) = join(server, room, publisher).await;
+    let (subscriber, mut events) = join(server, room, subscriber).await;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let RoomEvent::TrackSubscribed { remote, .. } = event {
+                tokio::spawn(async move { while remote.read_rtp().await.is_ok() {} });
+            }
+        }
+    });
+    let video = publisher
+        .publish_track(TrackOptions::video("camera", Codec::Vp8, 640, 360))
+        .await
+        .expect("publish");
+    let media = send_vp8(video);
+    VideoCall {
+        publisher,
+        subscriber,
+        publisher_events,
+        media,
+    }
+}
+
 /// Publishes synthetic VP8 on `track` until it fails, answering keyframe requests.
 pub fn send_vp8(track: prism_client::LocalTrack) -> tokio::task::JoinHandle<()> {
     use prism_client::synthetic::{Vp8Config, Vp8Source};
