@@ -1,18 +1,20 @@
 //! Connection setup when one DTLS handshake flight is lost, in virtual time.
 //!
-//! Both tests fail with webrtc-rs `rtc` 0.21.1 and are ignored until the engine is fixed
-//! (`cargo test -p prism-server --test sim_handshake -- --ignored` reproduces it). In
-//! rtc-dtls's `Conn::wait()` (handshaker.rs), any handshake record that arrives while a side
-//! waits for the peer's next flight clears its retransmission timer before the flight is parsed;
-//! when that record is the peer's retransmission of its previous flight (it lost ours), the
-//! parse finds nothing new (`Err((None, None))`) and the side stays in Waiting with no timer:
-//! it never resends, and the handshake stalls until ICE gives up. The peer's retransmission and
-//! our own timer are both due one retransmission interval after our flight, so which comes first
-//! is a race on any real path; here, with no jitter, the retransmission always wins.
+//! In rtc-dtls 0.21.1's `Conn::wait()` (handshaker.rs), any handshake record that arrives
+//! while a side waits for the peer's next flight clears its retransmission timer before the
+//! flight is parsed; when that record is the peer's retransmission of its previous flight (it
+//! lost ours), the parse finds nothing new (`Err((None, None))`) and the side stays in Waiting
+//! with no timer: it never resends, and the handshake stalls until ICE gives up. The peer's
+//! retransmission and our own timer are both due one retransmission interval after our
+//! flight, so which comes first is a race on any real path; here, with no jitter, the
+//! retransmission always wins.
 //!
-//! The Prism server is the DTLS server: a lost flight 4 (ServerHello..Done) stalls it for any
-//! client, browsers included. A lost flight 5 (the client's Certificate..Finished) stalls an
-//! rtc client such as the Rust SDK.
+//! The Prism server is the DTLS server: a lost flight 4 (ServerHello..Done) would stall it for
+//! any client, browsers included. The worker holds the client's repeated ClientHello back
+//! (`transport/dtls_replay.rs`), so the engine's own timer resends flight 4: that test passes.
+//! A lost flight 5 (the client's Certificate..Finished) still stalls an rtc client such as the
+//! Rust SDK, on the client's side, out of the server's reach; that test stays ignored until the
+//! engine is fixed (`cargo test -p prism-server --test sim_handshake -- --ignored`).
 
 mod sim;
 
@@ -43,7 +45,6 @@ fn the_handshake_completes_on_a_clean_path() {
 }
 
 #[test]
-#[ignore = "rtc-dtls 0.21.1: the server stops retransmitting flight 4 (see the module docs)"]
 fn the_handshake_survives_a_lost_server_flight() {
     let connected = connects_despite(|w| {
         let client = w.publisher_addr(0);

@@ -98,6 +98,11 @@ pub struct SendSideBwe {
     probe: Option<ProbeCluster>,
     last_probe: Option<ProbeResult>,
     rtt: Duration,
+    /// The first transport-wide sequence number the feedback being resolved covers (see
+    /// [`super::feedback_scope`]); unacknowledged packets before it were never reported on.
+    feedback_start: Option<u16>,
+    /// Packets no feedback reported on (lost feedback), for the trace.
+    unreported: u64,
 }
 
 impl Default for SendSideBwe {
@@ -133,6 +138,8 @@ impl SendSideBwe {
             probe: None,
             last_probe: None,
             rtt: Duration::from_millis(100),
+            feedback_start: None,
+            unreported: 0,
         }
     }
 
@@ -191,16 +198,39 @@ impl SendSideBwe {
         }
     }
 
+    /// A transport-wide feedback packet starting at `base` is about to be resolved.
+    pub fn note_feedback_start(&mut self, base: u16) {
+        self.feedback_start = Some(match self.feedback_start {
+            Some(earlier) if precedes(earlier, base) => earlier,
+            _ => base,
+        });
+    }
+
     /// Transport-wide feedback resolved into per-packet reports (send order).
     pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        let feedback_start = self.feedback_start.take();
         if reports.is_empty() {
             return;
         }
         self.last_feedback = Some(now);
         self.first_feedback.get_or_insert(now);
         let mut usage = self.detector.usage();
-        let mut lost = 0usize;
+        let mut lost = 0u32;
+        let mut reported = 0u32;
         for report in reports {
+            // Nothing was said about a packet without a transport-wide number (no feedback can
+            // name it), nor about one before the feedback's start that no earlier feedback
+            // acknowledged: that feedback was lost. Neither is a loss of the link.
+            let arrived = report.arrived && report.arrival.is_some();
+            if !report.is_twcc
+                || (!arrived
+                    && feedback_start
+                        .is_some_and(|start| precedes(report.twcc_sequence_number, start)))
+            {
+                self.unreported += 1;
+                continue;
+            }
+            reported += 1;
             self.window_bytes.0 += report.size as u64;
             match report.arrival.filter(|_| report.arrived) {
                 Some(arrival) => {
@@ -223,8 +253,8 @@ impl SendSideBwe {
         // Loss over the last interval of at least LOSS_INTERVAL and LOSS_MIN_PACKETS: a batch of ten
         // with two losses is not 20%, and loss that has stopped must stop counting at once (a
         // long average kept cutting the estimate long after an overflow was over).
-        self.loss_window.0 += lost as u32;
-        self.loss_window.1 += reports.len() as u32;
+        self.loss_window.0 += lost;
+        self.loss_window.1 += reported;
         let window_start = *self.loss_window_start.get_or_insert(now);
         let mut loss_sample = None;
         let (l, n) = self.loss_window;
@@ -244,7 +274,12 @@ impl SendSideBwe {
             self.restart_loss_window(now);
         } else if full || overflow {
             loss_sample = Some(f64::from(l) / f64::from(n));
-            tracing::trace!(lost = l, reported = n, "downlink loss interval");
+            tracing::trace!(
+                lost = l,
+                reported = n,
+                unreported = self.unreported,
+                "downlink loss interval"
+            );
             // What got through while we sent more than that: the link's rate.
             self.window_delivered_bps = self.window_arrivals.and_then(|(first, last)| {
                 let span = last.saturating_sub(first).as_secs_f64();
@@ -365,6 +400,11 @@ impl SendSideBwe {
         self.estimate = bps.clamp(self.min, self.max);
         self.cause = cause;
     }
+}
+
+/// Whether transport-wide sequence number `a` comes before `b` (modulo 2^16).
+fn precedes(a: u16, b: u16) -> bool {
+    (b.wrapping_sub(a) as i16) > 0
 }
 
 /// What the receiver got over the last half second, by its own arrival clock (feedback
@@ -539,6 +579,72 @@ mod tests {
         }
         assert!(bwe.estimate() < 500_000.0, "estimate {}", bwe.estimate());
         assert_eq!(bwe.cause(), Cause::Loss);
+    }
+
+    /// Every other feedback packet lost on the way back: the packets it covered come out of the
+    /// engine unacknowledged, before the next feedback's start. They are not the link's loss.
+    fn half_the_feedback_lost(scoped: bool, twcc: bool) -> SendSideBwe {
+        let mut bwe = SendSideBwe::new(1_000_000.0, 50_000.0, 10_000_000.0);
+        let t0 = Instant::now();
+        for batch in 0..40u64 {
+            let at = t0 + ms(batch * 200);
+            let reports: Vec<_> = (0..20u64)
+                .map(|i| {
+                    let seq = batch * 20 + i;
+                    let arrived = i >= 10;
+                    PacketReport {
+                        ssrc: 1,
+                        id: seq,
+                        rtp_sequence_number: seq as u16,
+                        is_twcc: twcc,
+                        twcc_sequence_number: seq as u16,
+                        size: 1200,
+                        arrived,
+                        departure: at + ms(i * 10),
+                        arrival: arrived.then_some(ms(batch * 200 + i * 10 + 20)),
+                        ecn: Ecn::default(),
+                    }
+                })
+                .collect();
+            if scoped {
+                bwe.note_feedback_start((batch * 20 + 10) as u16);
+            }
+            bwe.on_reports(at + ms(220), &reports);
+        }
+        bwe
+    }
+
+    #[test]
+    fn packets_of_a_lost_feedback_are_not_counted_as_lost() {
+        let unscoped = half_the_feedback_lost(false, true);
+        assert_eq!(
+            unscoped.cause(),
+            Cause::Loss,
+            "without the scope it reads 50% loss"
+        );
+        let scoped = half_the_feedback_lost(true, true);
+        assert_ne!(scoped.cause(), Cause::Loss);
+        assert_eq!(scoped.loss(), Some(0.0));
+        assert!(
+            scoped.estimate() >= 1_000_000.0,
+            "estimate {}",
+            scoped.estimate()
+        );
+    }
+
+    #[test]
+    fn packets_without_a_transport_wide_number_are_not_judged() {
+        let bwe = half_the_feedback_lost(false, false);
+        assert_ne!(bwe.cause(), Cause::Loss);
+        assert_eq!(bwe.loss(), None, "no packet could be reported on");
+    }
+
+    #[test]
+    fn sequence_order_wraps() {
+        assert!(precedes(65_530, 3));
+        assert!(!precedes(3, 65_530));
+        assert!(precedes(1, 2));
+        assert!(!precedes(2, 2));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! - [`pacer`]: the interceptor that meters each connection's packets onto the wire.
 //! - [`allocator`]: which layer of which track fits the estimate.
 //! - [`link`]: the state one connection's interceptors share with its worker.
+//! - [`feedback_scope`]: tells the estimator which packets a feedback packet speaks for.
 
 pub mod allocator;
 pub mod estimator;
+pub mod feedback_scope;
 pub mod link;
 pub mod pacer;
 pub mod probe;

@@ -51,6 +51,8 @@ pub(crate) struct Connection {
     pub pinned: std::collections::HashSet<String>,
     /// Its audio is active (speaker detection): its video gets priority.
     pub speaking: bool,
+    /// Keeps the client's repeated ClientHello from stalling the engine's DTLS server.
+    pub hello_guard: super::dtls_replay::ClientHelloReplayGuard,
 }
 
 /// What an ICE restart left of the previous generation's routes.
@@ -106,6 +108,7 @@ impl Connection {
             downlink: Default::default(),
             pinned: Default::default(),
             speaking: false,
+            hello_guard: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod connection;
 mod data;
+mod dtls_replay;
 mod interceptors;
 pub mod peer;
 mod sdp_fixes;

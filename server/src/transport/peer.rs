@@ -30,6 +30,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodec
 use super::WorkerStats;
 use super::interceptors::{CountingNackResponder, FEEDBACK_TAP_SLOT, FeedbackTap};
 use crate::bwe::estimator::SendSideBwe;
+use crate::bwe::feedback_scope::{FEEDBACK_SCOPE_SLOT, FeedbackScope};
 use crate::bwe::link::{LinkState, SharedEstimator, SharedLink};
 use crate::bwe::pacer::PacedSender;
 use crate::config::BweConfig;
@@ -85,6 +86,10 @@ fn interceptors(
             .with(
                 Slot::CongestionControl,
                 CongestionControlBuilder::new(SharedEstimator(link.clone())).build(),
+            )
+            .with(
+                Slot::from(FEEDBACK_SCOPE_SLOT),
+                FeedbackScope::new(link.clone()),
             )
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(Slot::Pacer, PacedSender::new(link.clone())),

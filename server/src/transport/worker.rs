@@ -475,6 +475,10 @@ impl Worker {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if c.hello_guard.is_repeat(data) {
+            tracing::debug!(conn = id.0, "repeated DTLS ClientHello held back");
+            return;
+        }
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -485,11 +489,14 @@ impl Worker {
             },
             message: BytesMut::from(data),
         };
-        if let Err(e) = c.pc.handle_read(message) {
-            self.stats
-                .rejected_datagrams
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(conn = id.0, error = %e, "datagram rejected");
+        match c.pc.handle_read(message) {
+            Ok(()) => c.hello_guard.passed(data),
+            Err(e) => {
+                self.stats
+                    .rejected_datagrams
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(conn = id.0, error = %e, "datagram rejected");
+            }
         }
         self.mark_dirty(id);
     }
