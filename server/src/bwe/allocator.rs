@@ -71,10 +71,24 @@ pub fn allocate(
     tracks: &[VideoDemand],
     out: &mut Vec<Decision>,
 ) -> u64 {
+    allocate_with_reserve(budget, audio_bps, tracks, out, 0.0)
+}
+
+/// [`allocate`], keeping `settling_reserve` of the budget free for any layer above a track's
+/// lowest, the current one included (while the link settles after a decrease), on top of
+/// [`UPGRADE_RESERVE`] for layers above the current one.
+pub fn allocate_with_reserve(
+    budget: u64,
+    audio_bps: u64,
+    tracks: &[VideoDemand],
+    out: &mut Vec<Decision>,
+    settling_reserve: f64,
+) -> u64 {
     out.clear();
     out.resize(tracks.len(), Decision::Off);
     let mut remaining = budget.saturating_sub(audio_bps) as i64;
-    let reserve = (budget as f64 * UPGRADE_RESERVE) as i64;
+    let keep = (budget as f64 * settling_reserve) as i64;
+    let reserve = (budget as f64 * UPGRADE_RESERVE) as i64 + keep;
     // Priority order, stable by position (the caller lists tracks in a stable order).
     let mut order: Vec<usize> = (0..tracks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tracks[i].priority));
@@ -102,7 +116,7 @@ pub fn allocate(
 
     // 3. Upgrades by priority.
     for &i in &order {
-        upgrade(tracks, i, out, &mut remaining, reserve, &cost);
+        upgrade(tracks, i, out, &mut remaining, (reserve, keep), &cost);
     }
 
     // 4. Pinned tracks below their wanted layer take from lower priorities.
@@ -132,7 +146,7 @@ pub fn allocate(
                 remaining -= cost(i, lowest);
                 out[i] = Decision::Layer(lowest);
             }
-            upgrade(tracks, i, out, &mut remaining, reserve, &cost);
+            upgrade(tracks, i, out, &mut remaining, (reserve, keep), &cost);
             if at_best(t, out[i]) {
                 break;
             }
@@ -174,7 +188,7 @@ fn upgrade(
     i: usize,
     out: &mut [Decision],
     remaining: &mut i64,
-    reserve: i64,
+    (reserve, keep): (i64, i64),
     cost: &impl Fn(usize, usize) -> i64,
 ) {
     let t = &tracks[i];
@@ -191,7 +205,7 @@ fn upgrade(
         let limit = if above_current {
             *remaining - reserve
         } else {
-            *remaining
+            *remaining - keep
         };
         if extra <= limit {
             *remaining -= extra;
@@ -326,6 +340,26 @@ mod tests {
         let mut out = Vec::new();
         let total = allocate(budget, audio, tracks, &mut out);
         (out, total)
+    }
+
+    #[test]
+    fn while_the_link_settles_a_cut_lands_on_a_layer_with_room_to_spare() {
+        // On the top layer when the estimate falls to 600 kbit/s: h (500k) fits the estimate
+        // itself, but not with a quarter of it kept free for the backlog.
+        let mut t = video(0);
+        t.current = Some(2);
+        let mut out = Vec::new();
+        allocate(600_000, 20_000, std::slice::from_ref(&t), &mut out);
+        assert_eq!(out, [Decision::Layer(1)]);
+        allocate_with_reserve(600_000, 20_000, std::slice::from_ref(&t), &mut out, 0.25);
+        assert_eq!(
+            out,
+            [Decision::Layer(0)],
+            "the lowest layer is never held back"
+        );
+        // Nor does the reserve pause a lowest layer that fits.
+        allocate_with_reserve(170_000, 20_000, std::slice::from_ref(&t), &mut out, 0.25);
+        assert_eq!(out, [Decision::Layer(0)]);
     }
 
     #[test]

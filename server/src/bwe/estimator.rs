@@ -43,6 +43,9 @@ const LOSS_INTERVAL: Duration = Duration::from_millis(1000);
 const LOSS_MIN_PACKETS: u32 = 50;
 /// Loss this heavy is a queue overflowing, not noise.
 const OVERFLOW_LOSS: f64 = 0.25;
+/// After an overflow the estimate falls to this fraction of what got through, so the queue
+/// that overflowed can drain.
+const OVERFLOW_DECREASE_FACTOR: f64 = 0.85;
 /// Loss in the first second of feedback is not judged (see `on_reports`).
 const LOSS_WARMUP: Duration = Duration::from_secs(1);
 const OVERFLOW_WINDOW: Duration = Duration::from_millis(200);
@@ -78,8 +81,8 @@ pub struct SendSideBwe {
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
     loss: Option<f64>,
-    /// Which of the last four loss windows were above HIGH_LOSS (a bit each, newest lowest):
-    /// moderate loss acts when three of the last four windows had it; bursts do not.
+    /// Which of the last loss windows were above HIGH_LOSS (a bit each, newest lowest):
+    /// moderate loss acts when two of the last three windows had it; bursts do not.
     lossy_windows: u32,
     /// When the delay detector last said the queue was growing.
     last_overuse: Option<Instant>,
@@ -103,6 +106,8 @@ pub struct SendSideBwe {
     feedback_start: Option<u16>,
     /// Packets no feedback reported on (lost feedback), for the trace.
     unreported: u64,
+    /// Retransmissions sent outside transport-wide CC (RTX): cumulative bytes over time.
+    repair: RepairRate,
 }
 
 impl Default for SendSideBwe {
@@ -140,6 +145,7 @@ impl SendSideBwe {
             rtt: Duration::from_millis(100),
             feedback_start: None,
             unreported: 0,
+            repair: RepairRate::default(),
         }
     }
 
@@ -198,6 +204,11 @@ impl SendSideBwe {
         }
     }
 
+    /// `total` bytes of retransmissions the feedback does not cover had left by `now`.
+    pub fn note_repair_total(&mut self, now: Instant, total: u64) {
+        self.repair.note(now, total);
+    }
+
     /// A transport-wide feedback packet starting at `base` is about to be resolved.
     pub fn note_feedback_start(&mut self, base: u16) {
         self.feedback_start = Some(match self.feedback_start {
@@ -230,7 +241,11 @@ impl SendSideBwe {
                 self.unreported += 1;
                 continue;
             }
-            reported += 1;
+            // Loss of what left before the last cut says nothing about the rate after it.
+            let judged = self.last_decrease.is_none_or(|at| report.departure >= at);
+            if judged {
+                reported += 1;
+            }
             self.window_bytes.0 += report.size as u64;
             match report.arrival.filter(|_| report.arrived) {
                 Some(arrival) => {
@@ -241,7 +256,7 @@ impl SendSideBwe {
                         None => (arrival, arrival),
                     });
                 }
-                None => lost += 1,
+                None => lost += u32::from(judged),
             }
             if let Some(trend) = self.slope.accumulate(report) {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
@@ -289,28 +304,58 @@ impl SendSideBwe {
             self.restart_loss_window(now);
         }
         let loss = self.loss.unwrap_or(0.0);
-        let acked = self.acked.bps();
+        // What the link delivered: the acknowledged packets, and the retransmissions beside
+        // them that no feedback covers (at the same loss).
+        let acked = self
+            .acked
+            .bps()
+            .map(|a| a + self.repair.bps() * (1.0 - loss));
 
         if let Some(result) = self.probe.as_ref().and_then(|c| c.result(now)) {
             self.probe = None;
             self.last_probe = Some(result);
-            // A probe shows what the link carried: the probe rate when it got through, the
-            // receive rate when it saturated the link (less a margin: that rate is the link's
-            // whole capacity). Either counts when above the estimate.
-            // Not above the probe's own rate: media bursts inside the window can read higher
-            // than what was shown to fit.
-            let shown = if result.succeeded() {
-                result.bps.min(result.target_bps)
-            } else {
-                0.9 * result.bps
-            };
-            if shown > self.estimate && loss < HIGH_LOSS {
-                self.set(shown, Cause::Probe);
-                self.last_update = Some(now);
+            if self.apply_probe_result(now, &result, loss) {
                 return;
             }
         }
         self.update(now, usage, loss_sample, acked);
+    }
+
+    /// Takes a finished probe's result into the estimate; true when it set the estimate.
+    fn apply_probe_result(&mut self, now: Instant, result: &ProbeResult, loss: f64) -> bool {
+        // A probe shows what the link carried: the probe rate when it got through, the
+        // receive rate when it saturated the link (less a margin: that rate is the link's
+        // whole capacity). Either counts when above the estimate.
+        // Not above the probe's own rate: media bursts inside the window can read higher
+        // than what was shown to fit.
+        let shown = if result.succeeded() {
+            result.bps.min(result.target_bps)
+        } else {
+            0.9 * result.bps
+        };
+        // A probe that queued found the link's rate, which growth without a probe does not
+        // pass; one that got through lifts that bound.
+        if result.queued && result.bps > 0.0 {
+            self.ceiling = Some(result.bps);
+        } else if result.succeeded() {
+            self.ceiling = None;
+        }
+        if shown > self.estimate && loss < HIGH_LOSS {
+            self.set(shown, Cause::Probe);
+            self.last_update = Some(now);
+            return true;
+        }
+        // A probe that queued below the estimate measured the bottleneck draining: the
+        // estimate was above the link (a token bucket's burst can make an earlier probe
+        // read high), so it comes down to what the queue drained at, with a margin.
+        if result.queued && result.bps > 0.0 && shown < self.estimate {
+            self.last_decrease = Some(now);
+            self.set(shown, Cause::Overuse);
+            self.restart_loss_window(now);
+            self.last_update = Some(now);
+            return true;
+        }
+        false
     }
 
     fn update(&mut self, now: Instant, usage: Usage, fresh_loss: Option<f64>, acked: Option<f64>) {
@@ -335,16 +380,15 @@ impl SendSideBwe {
         if let Some(fresh) = fresh_loss {
             self.lossy_windows = (self.lossy_windows << 1 | u32::from(fresh > HIGH_LOSS)) & 0b1111;
         }
-        // Overflow-sized loss acts at once, moderate loss (10-25%) once three of the last four windows had it:
-        // one burst (a keyframe overflowing a queue once) is not a limit of the link.
-        // Overflow needs the queue's signature too (delay rose within the last second) unless
-        // most packets vanish: bursts of loss on a lossy radio or a policer are not a queue.
-        let queue_grew = self
-            .last_overuse
-            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
-        let overflow = |l: f64| l > OVERFLOW_LOSS && (queue_grew || l > 0.5);
-        let act = fresh_loss
-            .filter(|&l| overflow(l) || (l > HIGH_LOSS && self.lossy_windows.count_ones() >= 3));
+        // Overflow-sized loss acts at once, moderate loss (10-25%) once two of the last three
+        // windows had it: one burst (a keyframe overflowing a queue once) is not a limit of
+        // the link.
+        // Overflow-sized loss says the link carried what got through, whether a queue
+        // overflowed or a policer (a token bucket with little or no queue) dropped the rest.
+        let overflow = |l: f64| l > OVERFLOW_LOSS;
+        let act = fresh_loss.filter(|&l| {
+            overflow(l) || (l > HIGH_LOSS && (self.lossy_windows & 0b111).count_ones() >= 2)
+        });
         if let Some(loss) = act {
             if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
                 self.last_decrease = Some(now);
@@ -352,12 +396,20 @@ impl SendSideBwe {
                 // through, relative to the estimate (not to what arrives now: after a cut we
                 // send less, and that measures us, not the link).
                 let target = if overflow(loss) {
-                    // We sent more than got through, so what got through measures the link.
+                    // We sent more than got through, so what got through measures the link:
+                    // over the loss window (the acknowledged-rate window may still hold what
+                    // arrived before the link dropped), retransmissions beside it included.
+                    let repair = self.repair.bps() * (1.0 - loss);
+                    let delivered = self.window_delivered_bps.map(|w| w + repair).or(acked);
                     (self.estimate * (1.0 - loss))
-                        .min(self.window_delivered_bps.unwrap_or(f64::MAX))
+                        .min(delivered.map_or(f64::MAX, |d| d * OVERFLOW_DECREASE_FACTOR))
                 } else {
                     self.estimate * (1.0 - 0.5 * loss)
                 };
+                // What got through is the link's ceiling for now: growth near it is careful.
+                if let Some(acked) = acked {
+                    self.ceiling = Some(acked);
+                }
                 self.set(target, Cause::Loss);
                 self.restart_loss_window(now);
             }
@@ -380,8 +432,11 @@ impl SendSideBwe {
         } else {
             self.estimate * INCREASE_PER_SECOND.powf(elapsed.as_secs_f64())
         };
-        // Growth without a probe is bounded by what the link has actually delivered.
+        // Growth without a probe is bounded by what the link has actually delivered, and by
+        // the rate it was last seen to top out at: above it, only a probe may lift the
+        // estimate (an application-limited sender learns nothing about the link by growing).
         let limit = acked.map_or(self.estimate, |a| APP_LIMITED_HEADROOM * a + 10_000.0);
+        let limit = self.ceiling.map_or(limit, |c| limit.min(c));
         let target = grown.min(limit.max(self.estimate));
         if target > self.estimate {
             self.set(target, Cause::DelayIncrease);
@@ -405,6 +460,36 @@ impl SendSideBwe {
 /// Whether transport-wide sequence number `a` comes before `b` (modulo 2^16).
 fn precedes(a: u16, b: u16) -> bool {
     (b.wrapping_sub(a) as i16) > 0
+}
+
+/// The rate of retransmissions sent outside transport-wide CC over the last half second.
+#[derive(Debug, Default)]
+struct RepairRate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RepairRate {
+    const WINDOW: Duration = Duration::from_millis(500);
+
+    fn note(&mut self, now: Instant, total: u64) {
+        if self.samples.back().is_some_and(|&(_, t)| t == total) && self.samples.len() > 1 {
+            // Nothing new: move the newest sample's instant forward instead of adding one.
+            self.samples.pop_back();
+        }
+        self.samples.push_back((now, total));
+        while self.samples.len() > 2 && self.samples[1].0 + Self::WINDOW <= now {
+            self.samples.pop_front();
+        }
+    }
+
+    fn bps(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&(a, ta)), Some(&(b, tb))) if b > a => {
+                (tb - ta) as f64 * 8.0 / b.duration_since(a).as_secs_f64().max(0.1)
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 /// What the receiver got over the last half second, by its own arrival clock (feedback
@@ -645,6 +730,31 @@ mod tests {
         assert!(!precedes(3, 65_530));
         assert!(precedes(1, 2));
         assert!(!precedes(2, 2));
+    }
+
+    #[test]
+    fn a_probe_that_queued_below_the_estimate_brings_it_down() {
+        let mut bwe = SendSideBwe::new(700_000.0, 50_000.0, 10_000_000.0);
+        let t0 = Instant::now();
+        let mut path = Path::new(10_000_000.0);
+        path.t0 = t0;
+        path.run(&mut bwe, 0, 1000, 300_000.0);
+        bwe.last_probe = None;
+        bwe.probe = None;
+        // The result as the worker gets it: a cluster that queued and drained at 560k.
+        let result = ProbeResult {
+            bps: 560_000.0,
+            target_bps: 1_000_000.0,
+            at: t0 + ms(1000),
+            queued: true,
+        };
+        assert!(bwe.apply_probe_result(t0 + ms(1000), &result, 0.0));
+        assert!(
+            (bwe.estimate() - 504_000.0).abs() < 1.0,
+            "estimate {}",
+            bwe.estimate()
+        );
+        assert!(bwe.limit_seen());
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct LinkState {
     pacing_bps: AtomicU64,
     /// Packets the pacer dropped (queue full, or video waited too long).
     pub pacer_dropped: AtomicU64,
+    /// Bytes of retransmissions the pacer released: they use the link but carry no
+    /// transport-wide sequence number (the engine numbers only the primary streams), so the
+    /// feedback never counts them.
+    pub repair_bytes: AtomicU64,
 }
 
 pub type SharedLink = Arc<LinkState>;
@@ -53,7 +57,10 @@ pub struct SharedEstimator(pub SharedLink);
 
 impl BandwidthEstimator for SharedEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.0.estimator().on_reports(now, reports);
+        let repair = self.0.repair_bytes.load(Ordering::Relaxed);
+        let mut estimator = self.0.estimator();
+        estimator.note_repair_total(now, repair);
+        estimator.on_reports(now, reports);
     }
 
     fn target_bitrate(&self) -> f64 {

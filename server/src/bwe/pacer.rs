@@ -53,14 +53,26 @@ fn inflate_padding(packet: &mut rtc::rtp::Packet) {
 const QUEUE_LIMIT: usize = 1024;
 /// Video and probes wait at most this long in the queue.
 const MAX_VIDEO_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
+/// A retransmission that waited this long comes too late to help (the receiver has asked
+/// again, or given up on the frame); sending it would only delay what follows.
+const MAX_REPAIR_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// The budget may build up to this much sending time, so a released burst stays short.
 const BURST: std::time::Duration = std::time::Duration::from_millis(40);
 /// And never below two full packets, or large packets would wait for budget forever.
 const MIN_BURST_BITS: f64 = 2.0 * 1500.0 * 8.0;
 
+#[derive(Clone, Copy)]
+enum Class {
+    Audio,
+    Repair,
+    Normal,
+}
+
 pub struct PacedSender {
     link: SharedLink,
     audio_ssrcs: Vec<u32>,
+    /// Every stream bound here (RTX rides on other SSRCs).
+    primary_ssrcs: Vec<u32>,
     /// Audio, then retransmissions, then video and probes: each class waits for the ones
     /// before it (a burst of retransmitted video must not hold audio back).
     audio: VecDeque<TaggedPacket>,
@@ -70,6 +82,10 @@ pub struct PacedSender {
     read_queue: VecDeque<TaggedPacket>,
     budget_bits: f64,
     last_refill: Option<Instant>,
+    /// Bits released from the repair and the normal queues while both had packets waiting:
+    /// they share the rate half and half then, so a storm of retransmissions (every packet
+    /// of a layer the link just stopped carrying) cannot starve the stream that replaces it.
+    repair_share: (f64, f64),
 }
 
 impl PacedSender {
@@ -77,6 +93,7 @@ impl PacedSender {
         Self {
             link,
             audio_ssrcs: Vec::new(),
+            primary_ssrcs: Vec::new(),
             audio: VecDeque::new(),
             repair: VecDeque::new(),
             normal: VecDeque::new(),
@@ -84,6 +101,7 @@ impl PacedSender {
             read_queue: VecDeque::new(),
             budget_bits: MIN_BURST_BITS,
             last_refill: None,
+            repair_share: (0.0, 0.0),
         }
     }
 
@@ -110,23 +128,38 @@ impl PacedSender {
         // Video that waited this long is stale: behind it may wait the keyframe of the lower
         // layer the allocator just chose, and the old layer's backlog would hold it back for
         // seconds (the receiver asks again for what it still needs).
-        while self
-            .normal
-            .front()
-            .is_some_and(|p| now.saturating_duration_since(p.now) > MAX_VIDEO_WAIT)
-        {
-            self.normal.pop_front();
-            self.link.pacer_dropped.fetch_add(1, Ordering::Relaxed);
+        for (queue, max_wait) in [
+            (&mut self.normal, MAX_VIDEO_WAIT),
+            (&mut self.repair, MAX_REPAIR_WAIT),
+        ] {
+            while queue
+                .front()
+                .is_some_and(|p| now.saturating_duration_since(p.now) > max_wait)
+            {
+                queue.pop_front();
+                self.link.pacer_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         loop {
-            let queue = if !self.audio.is_empty() {
-                &mut self.audio
-            } else if !self.repair.is_empty() {
-                &mut self.repair
+            let contended = !self.repair.is_empty() && !self.normal.is_empty();
+            if !contended {
+                self.repair_share = (0.0, 0.0);
+            }
+            let class = if !self.audio.is_empty() {
+                Class::Audio
+            } else if !self.repair.is_empty()
+                && (!contended || self.repair_share.0 <= self.repair_share.1)
+            {
+                Class::Repair
             } else if !self.normal.is_empty() {
-                &mut self.normal
+                Class::Normal
             } else {
                 break;
+            };
+            let queue = match class {
+                Class::Audio => &mut self.audio,
+                Class::Repair => &mut self.repair,
+                Class::Normal => &mut self.normal,
             };
             let bits = queue.front().map(Self::bits).unwrap_or_default();
             // Negative budget is allowed for one packet, so a large one cannot stall.
@@ -136,6 +169,25 @@ impl PacedSender {
             let mut packet = queue.pop_front().expect("front checked");
             if rate > 0.0 {
                 self.budget_bits -= bits;
+            }
+            match class {
+                Class::Repair => {
+                    // RTX only: a retransmission on its own stream is numbered like any other.
+                    let rtx = match &packet.message.packet {
+                        Packet::Rtp(rtp) => !self.primary_ssrcs.contains(&rtp.header.ssrc),
+                        _ => false,
+                    };
+                    if rtx {
+                        self.link
+                            .repair_bytes
+                            .fetch_add((bits / 8.0) as u64, Ordering::Relaxed);
+                    }
+                    if contended {
+                        self.repair_share.0 += bits;
+                    }
+                }
+                Class::Normal if contended => self.repair_share.1 += bits,
+                _ => {}
             }
             // The release instant is the departure the estimator must see.
             packet.now = now;
@@ -219,10 +271,12 @@ impl Interceptor for PacedSender {
         if info.mime_type.to_ascii_lowercase().starts_with("audio/") {
             self.audio_ssrcs.push(info.ssrc);
         }
+        self.primary_ssrcs.push(info.ssrc);
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.audio_ssrcs.retain(|s| *s != info.ssrc);
+        self.primary_ssrcs.retain(|s| *s != info.ssrc);
     }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -330,5 +384,76 @@ mod tests {
         }
         assert!(released <= 2, "{released} stale packets released");
         assert!(link.pacer_dropped.load(Ordering::Relaxed) >= 90);
+    }
+
+    fn retransmission(ssrc: u32, now: Instant) -> TaggedPacket {
+        let mut p = rtp(ssrc, 988, now);
+        p.message.add(Attribute::Retransmission);
+        p
+    }
+
+    /// Runs the pacer from `t0` until `until`, returning the SSRCs released in order.
+    fn drain(p: &mut PacedSender, t0: Instant, until: Instant) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut now = t0;
+        loop {
+            while let Some(pkt) = p.poll_write() {
+                if let Packet::Rtp(r) = &pkt.message.packet {
+                    out.push(r.header.ssrc);
+                }
+            }
+            match p.poll_timeout() {
+                Some(at) if at <= until => {
+                    now = at.max(now);
+                    p.handle_timeout(now).unwrap();
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn retransmissions_share_the_rate_with_the_stream_they_would_starve() {
+        let link = LinkState::new(Default::default());
+        link.set_pacing_bps(400_000);
+        let mut p = PacedSender::new(link.clone());
+        p.bind_local_stream(&StreamInfo {
+            ssrc: 1,
+            mime_type: "video/VP8".into(),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        // A storm of 40 retransmissions (RTX, ssrc 2) ahead of 20 packets of video.
+        for _ in 0..40 {
+            p.handle_write(retransmission(2, t0)).unwrap();
+        }
+        for _ in 0..20 {
+            p.handle_write(rtp(1, 988, t0)).unwrap();
+        }
+        let sent = drain(&mut p, t0, t0 + Duration::from_millis(200));
+        let video = sent.iter().filter(|&&s| s == 1).count();
+        let repair = sent.iter().filter(|&&s| s == 2).count();
+        assert!(video >= 4 && repair >= 4, "{video} video, {repair} repair");
+        // The burst the budget allows went before the video was queued; then half and half.
+        assert!(
+            video.abs_diff(repair) <= 3,
+            "{video} video, {repair} repair"
+        );
+        assert!(link.repair_bytes.load(Ordering::Relaxed) >= 4 * 1000);
+    }
+
+    #[test]
+    fn a_late_retransmission_is_dropped() {
+        let link = LinkState::new(Default::default());
+        link.set_pacing_bps(100_000);
+        let mut p = PacedSender::new(link.clone());
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            p.handle_write(retransmission(2, t0)).unwrap();
+        }
+        let sent = drain(&mut p, t0, t0 + Duration::from_secs(2));
+        // 100 kbit/s sends about three 1 kB packets in 250 ms (plus the initial burst).
+        assert!(sent.len() <= 8, "{} late retransmissions sent", sent.len());
+        assert!(link.pacer_dropped.load(Ordering::Relaxed) >= 22);
     }
 }

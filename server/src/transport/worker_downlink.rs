@@ -23,12 +23,16 @@ const FEEDBACK_FRESH: Duration = Duration::from_secs(5);
 /// Feedback silent this long while media flows: the quality grade is "lost".
 const FEEDBACK_LOST: Duration = Duration::from_secs(3);
 /// The pacer runs this much faster than the estimate, so a keyframe drains in a fraction of a
-/// second without arriving as one burst.
-const PACING_FACTOR: f64 = 1.5;
+/// second without arriving as one burst. Not more: an access link with a shallow buffer
+/// (100 ms) overflows when a 40 kB keyframe arrives at 1.5 times its rate, and the keyframe
+/// lost is the one every later frame needs (the 600 kbit/s browser test saw exactly that).
+const PACING_FACTOR: f64 = 1.25;
 const MIN_PACING_BPS: f64 = 300_000.0;
 const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
-/// How long pacing stays at the estimate after the link pushed back.
+/// How long pacing stays at the estimate after the link pushed back (and layers above the
+/// lowest keep SETTLING_RESERVE more of it free).
 const CONGESTED_PACING: Duration = Duration::from_secs(2);
+const SETTLING_RESERVE: f64 = 0.25;
 
 /// Per connection: the allocator's memory and what the last tick decided.
 #[derive(Debug, Default)]
@@ -162,12 +166,30 @@ impl Worker {
             wanted_bps += audio_bps;
             // Until the link has pushed back once, the estimate is only a starting guess:
             // nothing is capped for it, nothing waits on hysteresis, nothing is probed.
+            let decreased =
+                estimate < dl.last_estimate * 0.95 && matches!(cause, Cause::Overuse | Cause::Loss);
+            if decreased {
+                dl.last_decrease = Some(now);
+            }
+            // Right after the link pushed back, part of it still carries the backlog and the
+            // retransmissions of what was lost: layers above the lowest keep more of the
+            // estimate free, so a cut lands on a layer that fits at once rather than on one
+            // more step down a second later (each step waits for a keyframe).
+            let settling = dl
+                .last_decrease
+                .is_some_and(|at| now.saturating_duration_since(at) < CONGESTED_PACING);
             let budget = if limit_seen {
                 estimate as u64
             } else {
                 u64::MAX / 4
             };
-            let allocated = allocator::allocate(budget, audio_bps, &dl.demands, &mut dl.target);
+            let allocated = allocator::allocate_with_reserve(
+                budget,
+                audio_bps,
+                &dl.demands,
+                &mut dl.target,
+                if settling { SETTLING_RESERVE } else { 0.0 },
+            );
             if order != dl.order {
                 dl.applied.clear();
                 dl.order = order;
@@ -239,9 +261,8 @@ impl Worker {
                     "probe result"
                 );
             }
-            if estimate < dl.last_estimate * 0.95 && matches!(cause, Cause::Overuse | Cause::Loss) {
+            if decreased {
                 dl.probes.on_decrease(now);
-                dl.last_decrease = Some(now);
                 tracing::debug!(
                     conn = c.id.0,
                     from = dl.last_estimate,
