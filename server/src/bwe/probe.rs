@@ -1,6 +1,6 @@
 //! Bandwidth probes: when the allocator wants more than the estimate allows, the worker sends
-//! extra packets (retransmissions of recently sent ones, which the subscriber discards) at a
-//! rate above the estimate for a short while. The feedback on everything that left in that
+//! padding packets between frames of a video down track at a rate above the estimate for a
+//! short while. The feedback on everything that left in that
 //! window shows whether the link carried it: if it did, the estimate moves there at once.
 //!
 //! [`ProbeCluster`] measures one probe from the per-packet reports; [`ProbeController`] decides
