@@ -4,9 +4,10 @@
 //!
 //! Unlike the engine's pacer (one FIFO at the estimator's target, with no way for the
 //! application to change the rate between feedback packets): audio goes first, then
-//! retransmissions, then video, the rate is read from [`LinkState`] at each release, and at rate 0 (no feedback to
-//! pace by) packets pass straight through. Queues are bounded: when full, the oldest video
-//! packet is dropped (it would arrive too late anyway).
+//! retransmissions (half the rate while video waits), then video; the rate is read from
+//! [`LinkState`] at each release, and at rate 0 (no feedback to pace by) packets pass
+//! straight through. Queues are bounded: when full, the oldest packet is dropped, and video
+//! and retransmissions that waited too long are dropped (they would arrive too late).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
