@@ -396,11 +396,16 @@ impl SendSideBwe {
                 // through, relative to the estimate (not to what arrives now: after a cut we
                 // send less, and that measures us, not the link).
                 let target = if overflow(loss) {
-                    // We sent more than got through, so what got through measures the link:
-                    // over the loss window (the acknowledged-rate window may still hold what
-                    // arrived before the link dropped), retransmissions beside it included.
+                    // We sent more than got through, so what got through measures the link,
+                    // retransmissions beside it included: the lower of the loss window's
+                    // and the acknowledged-rate window's reading (the one may hold a token
+                    // bucket's burst over a short span, the other what arrived before the
+                    // link dropped).
                     let repair = self.repair.bps() * (1.0 - loss);
-                    let delivered = self.window_delivered_bps.map(|w| w + repair).or(acked);
+                    let delivered = match (self.window_delivered_bps.map(|w| w + repair), acked) {
+                        (Some(w), Some(a)) => Some(w.min(a)),
+                        (w, a) => w.or(a),
+                    };
                     (self.estimate * (1.0 - loss))
                         .min(delivered.map_or(f64::MAX, |d| d * OVERFLOW_DECREASE_FACTOR))
                 } else {

@@ -4,9 +4,9 @@
 //!
 //! Unlike the engine's pacer (one FIFO at the estimator's target, with no way for the
 //! application to change the rate between feedback packets): audio goes first, then
-//! retransmissions (half the rate while video waits), then video; the rate is read from
-//! [`LinkState`] at each release, and at rate 0 (no feedback to pace by) packets pass
-//! straight through. Queues are bounded: when full, the oldest packet is dropped, and video
+//! retransmissions (half the rate while video waits), then video, then probe padding; the
+//! rate is read from [`LinkState`] at each release, and at rate 0 (no feedback to pace by)
+//! packets pass straight through. Queues are bounded: when full, the oldest packet is dropped, and video
 //! and retransmissions that waited too long are dropped (they would arrive too late).
 
 use std::collections::VecDeque;
@@ -34,10 +34,10 @@ static FILLER: [u8; 255] = [0; 255];
 /// the bulk goes into header extensions of an id no one negotiated. Done here, past the
 /// engine's sender (which refuses extension ids that are not negotiated) and before the
 /// transport-wide sequence number is added.
-fn inflate_padding(packet: &mut rtc::rtp::Packet) {
+fn inflate_padding(packet: &mut rtc::rtp::Packet) -> bool {
     let h = &mut packet.header;
     if !h.padding || !packet.payload.is_empty() || h.extension {
-        return;
+        return false;
     }
     h.extension = true;
     h.extension_profile = TWO_BYTE_PROFILE;
@@ -48,6 +48,7 @@ fn inflate_padding(packet: &mut rtc::rtp::Packet) {
             payload: bytes::Bytes::from_static(&FILLER),
         });
     }
+    true
 }
 
 /// Packets queued at most (per class); about 1.5 s of a 1 Mbit/s stream.
@@ -67,6 +68,7 @@ enum Class {
     Audio,
     Repair,
     Normal,
+    Padding,
 }
 
 pub struct PacedSender {
@@ -79,6 +81,9 @@ pub struct PacedSender {
     audio: VecDeque<TaggedPacket>,
     repair: VecDeque<TaggedPacket>,
     normal: VecDeque<TaggedPacket>,
+    /// Probe padding, last: it fills what the probe rate leaves, and never holds a frame
+    /// back (queued ahead of video, a probe delayed frames by 200 ms: a freeze).
+    padding: VecDeque<TaggedPacket>,
     out: VecDeque<TaggedPacket>,
     read_queue: VecDeque<TaggedPacket>,
     budget_bits: f64,
@@ -98,6 +103,7 @@ impl PacedSender {
             audio: VecDeque::new(),
             repair: VecDeque::new(),
             normal: VecDeque::new(),
+            padding: VecDeque::new(),
             out: VecDeque::new(),
             read_queue: VecDeque::new(),
             budget_bits: MIN_BURST_BITS,
@@ -132,6 +138,7 @@ impl PacedSender {
         for (queue, max_wait) in [
             (&mut self.normal, MAX_VIDEO_WAIT),
             (&mut self.repair, MAX_REPAIR_WAIT),
+            (&mut self.padding, MAX_VIDEO_WAIT),
         ] {
             while queue
                 .front()
@@ -154,6 +161,8 @@ impl PacedSender {
                 Class::Repair
             } else if !self.normal.is_empty() {
                 Class::Normal
+            } else if !self.padding.is_empty() {
+                Class::Padding
             } else {
                 break;
             };
@@ -161,6 +170,7 @@ impl PacedSender {
                 Class::Audio => &mut self.audio,
                 Class::Repair => &mut self.repair,
                 Class::Normal => &mut self.normal,
+                Class::Padding => &mut self.padding,
             };
             let bits = queue.front().map(Self::bits).unwrap_or_default();
             // Negative budget is allowed for one packet, so a large one cannot stall.
@@ -197,7 +207,7 @@ impl PacedSender {
     }
 
     fn queued(&self) -> usize {
-        self.audio.len() + self.repair.len() + self.normal.len()
+        self.audio.len() + self.repair.len() + self.normal.len() + self.padding.len()
     }
 
     fn next_release(&self) -> Option<Instant> {
@@ -236,11 +246,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PacedSender {
             self.out.push_back(msg);
             return Ok(());
         };
-        inflate_padding(rtp);
+        let probe = inflate_padding(rtp);
         let queue = if self.audio_ssrcs.contains(&rtp.header.ssrc) {
             &mut self.audio
         } else if msg.message.has(&Attribute::Retransmission) {
             &mut self.repair
+        } else if probe {
+            &mut self.padding
         } else {
             &mut self.normal
         };

@@ -8,9 +8,11 @@
 //! Dropping the repeat leaves the engine's own timer running, and it resends flight 4 within
 //! its retransmission interval, as RFC 6347 4.2.4 has a server do.
 //!
-//! Only a ClientHello that carries a cookie and repeats one already passed is dropped: a repeat
-//! of the first ClientHello (no cookie) must reach the engine, which answers every one with a
-//! HelloVerifyRequest and keeps no timer of its own for it.
+//! Only a ClientHello that carries a cookie, repeats one already passed, and was answered (our
+//! ServerHello went out since) is dropped. A repeat of the first ClientHello (no cookie) must
+//! reach the engine, which answers every one with a HelloVerifyRequest and keeps no timer of
+//! its own for it; and one the engine has not answered (it may have arrived before the engine
+//! was ready for it) must reach it again.
 
 /// DTLS record: type (1), version (2), epoch (2), sequence number (6), length (2).
 const RECORD_HEADER: usize = 13;
@@ -18,25 +20,45 @@ const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
+const SERVER_HELLO: u8 = 2;
 
 #[derive(Debug, Default)]
 pub(crate) struct ClientHelloReplayGuard {
     /// message_seq of the ClientHello with a cookie that already reached the engine.
     passed: Option<u16>,
+    /// Our ServerHello went out after it: the engine answered and runs its own timer.
+    answered: bool,
 }
 
 impl ClientHelloReplayGuard {
-    /// Whether `datagram` repeats a cookie-bearing ClientHello the engine already has.
+    /// Whether `datagram` repeats a cookie-bearing ClientHello the engine already answered.
     pub fn is_repeat(&self, datagram: &[u8]) -> bool {
-        self.passed.is_some() && cookie_client_hello(datagram) == self.passed
+        self.answered && self.passed.is_some() && cookie_client_hello(datagram) == self.passed
     }
 
     /// `datagram` reached the engine.
     pub fn passed(&mut self, datagram: &[u8]) {
-        if let Some(seq) = cookie_client_hello(datagram) {
+        if let Some(seq) = cookie_client_hello(datagram)
+            && self.passed != Some(seq)
+        {
             self.passed = Some(seq);
+            self.answered = false;
         }
     }
+
+    /// The engine sends `datagram`.
+    pub fn sent(&mut self, datagram: &[u8]) {
+        if self.passed.is_some() && !self.answered {
+            self.answered = handshake_type(datagram) == Some(SERVER_HELLO);
+        }
+    }
+}
+
+/// The handshake message type starting an epoch-0 handshake record at the front of
+/// `datagram`.
+fn handshake_type(datagram: &[u8]) -> Option<u8> {
+    (datagram.len() > RECORD_HEADER && datagram[0] == CONTENT_HANDSHAKE && datagram[3..5] == [0, 0])
+        .then(|| datagram[RECORD_HEADER])
 }
 
 /// The message_seq of the ClientHello starting `datagram`, when it is the first fragment of a
@@ -99,14 +121,29 @@ mod tests {
         record
     }
 
+    /// The start of our flight 4: a ServerHello record.
+    fn server_hello() -> Vec<u8> {
+        let mut record = client_hello(1, 1, &[]);
+        record[RECORD_HEADER] = SERVER_HELLO;
+        record
+    }
+
     #[test]
-    fn a_repeated_cookie_client_hello_is_held_back() {
+    fn a_repeated_cookie_client_hello_is_held_back_once_answered() {
         let mut guard = ClientHelloReplayGuard::default();
         let first = client_hello(1, 1, &[9; 20]);
         assert!(!guard.is_repeat(&first));
         guard.passed(&first);
-        // The client's retransmission: same message, new record sequence number.
-        assert!(guard.is_repeat(&client_hello(1, 2, &[9; 20])));
+        // Not answered yet (the engine may not have been ready): the repeat goes in.
+        let repeat = client_hello(1, 2, &[9; 20]);
+        assert!(!guard.is_repeat(&repeat));
+        guard.passed(&repeat);
+        guard.sent(&[0x80, 96, 0, 1]);
+        assert!(!guard.is_repeat(&repeat));
+        guard.sent(&server_hello());
+        // Answered: the client's retransmission means our flight was lost; the engine's timer
+        // resends it.
+        assert!(guard.is_repeat(&client_hello(1, 3, &[9; 20])));
     }
 
     #[test]
@@ -124,6 +161,7 @@ mod tests {
     fn other_records_pass() {
         let mut guard = ClientHelloReplayGuard::default();
         guard.passed(&client_hello(1, 1, &[9; 20]));
+        guard.sent(&server_hello());
         let mut finished = client_hello(1, 3, &[9; 20]);
         finished[0] = 20; // change cipher spec
         assert!(!guard.is_repeat(&finished));

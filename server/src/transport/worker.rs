@@ -519,6 +519,7 @@ impl Worker {
             };
             c.dirty = false;
             while let Some(datagram) = c.pc.poll_write() {
+                c.hello_guard.sent(&datagram.message);
                 out.push((datagram.transport.peer_addr, datagram.message));
             }
             c.deadline = c.pc.poll_timeout();

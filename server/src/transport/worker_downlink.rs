@@ -33,6 +33,10 @@ const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 /// lowest keep SETTLING_RESERVE more of it free).
 const CONGESTED_PACING: Duration = Duration::from_secs(2);
 const SETTLING_RESERVE: f64 = 0.25;
+/// Fewest padding packets in a probe, unless they would take longer than
+/// MAX_PROBE_DURATION at the probe's padding rate.
+const MIN_PROBE_PACKETS: f64 = 20.0;
+const MAX_PROBE_DURATION: Duration = Duration::from_millis(400);
 
 /// Per connection: the allocator's memory and what the last tick decided.
 #[derive(Debug, Default)]
@@ -288,9 +292,22 @@ impl Worker {
                 // track between frames; the pacer spreads it at the probe rate.
                 let padding_bps = (target - allocated_bps as f64).max(target * 0.3);
                 let bytes = padding_bps * PROBE_DURATION.as_secs_f64() / 8.0;
+                // At least MIN_PROBE_PACKETS: a small probe is mostly spent inside a token
+                // bucket's burst (a 6 kB bucket took half of a 12-packet probe and read a
+                // 600 kbit/s link as 700). Those leave at the same rate, for longer.
+                // Not longer than MAX_PROBE_DURATION, though.
+                let fits = (padding_bps * MAX_PROBE_DURATION.as_secs_f64()
+                    / 8.0
+                    / PADDING_PACKET_SIZE as f64)
+                    .floor();
                 let n = (bytes / PADDING_PACKET_SIZE as f64)
                     .ceil()
+                    .max(MIN_PROBE_PACKETS.min(fits))
                     .clamp(1.0, 500.0) as u16;
+                let probe_duration = Duration::from_secs_f64(
+                    f64::from(n) * PADDING_PACKET_SIZE as f64 * 8.0 / padding_bps,
+                )
+                .max(PROBE_DURATION);
                 let mut packets = std::mem::take(&mut dl.padding_buf);
                 let track = dl.order.iter().find_map(|id| {
                     let dt = c.down_tracks.get_mut(id)?;
@@ -307,7 +324,7 @@ impl Worker {
                             let _ = s.write_rtp(now, p);
                         }
                     }
-                    dl.probe_target = Some((target, now + PROBE_DURATION));
+                    dl.probe_target = Some((target, now + probe_duration));
                     self.stats.bwe_probes.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .probe_packets
