@@ -96,6 +96,9 @@ pub struct SendSideBwe {
     /// Lost and reported packets since `loss_window_start`.
     loss_window: (u32, u32),
     loss_window_start: Option<Instant>,
+    /// The same over the last OVERFLOW_WINDOW or so, for overflows.
+    recent_window: (u32, u32),
+    recent_window_start: Option<Instant>,
     last_feedback: Option<Instant>,
     remb: Option<(Instant, f64)>,
     probe: Option<ProbeCluster>,
@@ -132,6 +135,8 @@ impl SendSideBwe {
             loss: None,
             loss_window: (0, 0),
             loss_window_start: None,
+            recent_window: (0, 0),
+            recent_window_start: None,
             lossy_windows: 0,
             last_overuse: None,
             first_feedback: None,
@@ -272,14 +277,31 @@ impl SendSideBwe {
         self.loss_window.1 += reported;
         let window_start = *self.loss_window_start.get_or_insert(now);
         let mut loss_sample = None;
-        let (l, n) = self.loss_window;
+        let (mut l, mut n) = self.loss_window;
         let age = now.saturating_duration_since(window_start);
         // A full window; or, for an overflow, a short one (a queue that overflows loses a
-        // quarter or more at once, and every 100 ms of waiting loses more).
+        // quarter or more at once, and every 100 ms of waiting loses more). The short one is
+        // also judged on its own: the long window may hold most of a second from before the
+        // link dropped, which would dilute the overflow and delay the cut by that second.
         let full = age >= LOSS_INTERVAL && n >= LOSS_MIN_PACKETS;
-        let overflow = age >= OVERFLOW_WINDOW
-            && n >= OVERFLOW_MIN_PACKETS
-            && f64::from(l) > OVERFLOW_LOSS * f64::from(n);
+        let overflowing = |l: u32, n: u32| {
+            n >= OVERFLOW_MIN_PACKETS && f64::from(l) > OVERFLOW_LOSS * f64::from(n)
+        };
+        let mut overflow = age >= OVERFLOW_WINDOW && overflowing(l, n);
+        self.recent_window.0 += lost;
+        self.recent_window.1 += reported;
+        let recent_start = *self.recent_window_start.get_or_insert(now);
+        if now.saturating_duration_since(recent_start) >= OVERFLOW_WINDOW {
+            let (rl, rn) = self.recent_window;
+            if !overflow && overflowing(rl, rn) {
+                overflow = true;
+                (l, n) = (rl, rn);
+            }
+            if rn >= OVERFLOW_MIN_PACKETS || overflow {
+                self.recent_window = (0, 0);
+                self.recent_window_start = Some(now);
+            }
+        }
         // The first feedback of a connection can report packets the receiver was not yet
         // ready for (its feedback starts while media already flows) as lost: not the link.
         let warming_up = self
@@ -452,6 +474,8 @@ impl SendSideBwe {
     fn restart_loss_window(&mut self, now: Instant) {
         self.loss_window = (0, 0);
         self.loss_window_start = Some(now);
+        self.recent_window = (0, 0);
+        self.recent_window_start = Some(now);
         self.window_bytes = (0, 0);
         self.window_arrivals = None;
     }
