@@ -107,17 +107,7 @@ async fn publish_over_whip_play_over_whep_trickle_switch_and_delete() {
     let a_sender = send_vp8(a_track, a_ssrc, 640);
 
     // The publisher is a participant with a published video track.
-    let rooms = server.rooms().clone();
-    let published = eventually(Duration::from_secs(10), || {
-        let rooms = rooms.clone();
-        async move {
-            rooms
-                .get(room)
-                .and_then(|r| r.participant("broadcaster-a"))
-                .is_some_and(|p| p.tracks.len() == 1)
-        }
-    })
-    .await;
+    let published = publishes(&server, room, "broadcaster-a", 1).await;
     assert!(published, "broadcaster-a publishes one track");
 
     // --- WHEP viewer: recvonly audio + video, gathered offer.

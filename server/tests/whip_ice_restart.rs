@@ -217,17 +217,7 @@ async fn ice_restart_by_patch_keeps_media_flowing_and_checks_entity_tags() {
     p.accept(created_p.answer.clone()).await;
     p.connected().await;
     let sender = send_vp8(track, ssrc, 640);
-    let rooms = server.rooms().clone();
-    let published = eventually(Duration::from_secs(10), || {
-        let rooms = rooms.clone();
-        async move {
-            rooms
-                .get(room)
-                .and_then(|r| r.participant("pub"))
-                .is_some_and(|p| p.tracks.len() == 1)
-        }
-    })
-    .await;
+    let published = publishes(&server, room, "pub", 1).await;
     assert!(published, "the publisher publishes its track");
 
     // --- A WHEP viewer.

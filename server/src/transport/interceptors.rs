@@ -1,6 +1,6 @@
 //! Prism's own pieces of the engine's interceptor chain.
 //!
-//! - [`FeedbackTap`] lets the RTCP the worker acts on (PLI, FIR, sender and receiver reports,
+//! - [`ReadTap`] with [`mark_for_application`] lets the RTCP the worker acts on (PLI, FIR, sender and receiver reports,
 //!   NACK for counting) reach the application; the chain otherwise drops it at its end.
 //! - [`CountingNackResponder`] answers subscribers' NACKs from the packets recently sent on each
 //!   down track (RTX when the subscriber negotiated it, the same stream otherwise) and counts
@@ -47,14 +47,34 @@ fn wanted_by_application(packet: &dyn rtcp::Packet) -> bool {
         || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
-/// Marks the inbound RTCP the worker consumes; passes everything through unchanged.
-#[derive(Default)]
-pub struct FeedbackTap {
+/// Marks the inbound RTCP the worker consumes.
+pub fn mark_for_application(msg: &mut TaggedPacket) {
+    if let Packet::Rtcp(packets) = &msg.message.packet
+        && packets.iter().any(|p| wanted_by_application(p.as_ref()))
+    {
+        msg.message.add(Attribute::DeliverToApplication);
+    }
+}
+
+/// An interceptor that shows every inbound packet to `inspect` (which may mark it) and passes
+/// everything through unchanged: the feedback tap, and the estimator's feedback scope.
+pub struct ReadTap<F> {
+    inspect: F,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
+impl<F: FnMut(&mut TaggedPacket)> ReadTap<F> {
+    pub fn new(inspect: F) -> Self {
+        Self {
+            inspect,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<F: FnMut(&mut TaggedPacket)> Protocol<TaggedPacket, TaggedPacket, ()> for ReadTap<F> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -62,11 +82,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| wanted_by_application(p.as_ref()))
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
+        (self.inspect)(&mut msg);
         self.read_queue.push_back(msg);
         Ok(())
     }
@@ -93,7 +109,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     }
 }
 
-impl Interceptor for FeedbackTap {
+impl<F: FnMut(&mut TaggedPacket) + Send + Sync> Interceptor for ReadTap<F> {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -28,9 +28,11 @@ use rtc::peer_connection::transport::{
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 
 use super::WorkerStats;
-use super::interceptors::{CountingNackResponder, FEEDBACK_TAP_SLOT, FeedbackTap};
+use super::interceptors::{
+    CountingNackResponder, FEEDBACK_TAP_SLOT, ReadTap, mark_for_application,
+};
 use crate::bwe::estimator::SendSideBwe;
-use crate::bwe::feedback_scope::{FEEDBACK_SCOPE_SLOT, FeedbackScope};
+use crate::bwe::feedback_scope::{FEEDBACK_SCOPE_SLOT, note_feedback_starts};
 use crate::bwe::link::{LinkState, SharedEstimator, SharedLink};
 use crate::bwe::pacer::PacedSender;
 use crate::config::BweConfig;
@@ -80,17 +82,22 @@ fn interceptors(
                 .build(),
         )
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-        .with(Slot::from(FEEDBACK_TAP_SLOT), FeedbackTap::default());
+        .with(
+            Slot::from(FEEDBACK_TAP_SLOT),
+            ReadTap::new(mark_for_application),
+        );
     let registry = match link {
         Some(link) => registry
             .with(
                 Slot::CongestionControl,
                 CongestionControlBuilder::new(SharedEstimator(link.clone())).build(),
             )
-            .with(
-                Slot::from(FEEDBACK_SCOPE_SLOT),
-                FeedbackScope::new(link.clone()),
-            )
+            .with(Slot::from(FEEDBACK_SCOPE_SLOT), {
+                let link = link.clone();
+                ReadTap::new(move |msg: &mut rtc::interceptor::TaggedPacket| {
+                    note_feedback_starts(&link, msg)
+                })
+            })
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(Slot::Pacer, PacedSender::new(link.clone())),
         None => registry,

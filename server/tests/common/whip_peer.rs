@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::http_url;
+use crate::common::{eventually, http_url};
 use prism_client::synthetic::{Vp8Config, Vp8Source};
 use prism_server::Server;
 use rtc::interceptor::Registry;
@@ -355,4 +355,19 @@ pub async fn wait_until(
         .ok()
         .and_then(|r| r.ok().map(|v| v.clone()));
     found.unwrap_or_else(|| panic!("{what}: not within 10 s ({:?})", *rx.borrow()))
+}
+
+/// Whether participant `identity` of `room` shows `tracks` published tracks within 10 s.
+pub async fn publishes(server: &Server, room: &str, identity: &str, tracks: usize) -> bool {
+    let rooms = server.rooms().clone();
+    eventually(Duration::from_secs(10), || {
+        let rooms = rooms.clone();
+        async move {
+            rooms
+                .get(room)
+                .and_then(|r| r.participant(identity))
+                .is_some_and(|p| p.tracks.len() == tracks)
+        }
+    })
+    .await
 }
