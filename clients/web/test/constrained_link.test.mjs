@@ -2,8 +2,8 @@
 // network namespaces joined by a veth pair: A holds the release `prism` and a publisher
 // Chromium (fake 1280x720 camera, three-layer simulcast through the browser SDK), B holds a
 // subscriber Chromium that asks for the top quality. Once the subscriber decodes the top layer
-// on the open link, A's end of the veth (everything A sends to B) is capped with tc tbf, and
-// for 30 s, sampled every second:
+// on the open link, and still does 5 s later, A's end of the veth (everything A sends to B) is
+// capped with tc tbf, and for 30 s, sampled every second:
 //   - framesDecoded rises in every sample, and freezeCount rises by at most 1;
 //   - after a 5 s grace the subscriber decodes a layer below the top one (the top layer, ~1.5+
 //     Mbit/s, cannot fit 600 kbit/s; one that fits is what the server's allocator must pick);
@@ -47,6 +47,8 @@ import {
 const CAP_KBIT = 600;
 const TBF = ['rate', `${CAP_KBIT}kbit`, 'burst', '6kb', 'latency', '100ms'];
 const CAPPED_MS = 30_000;
+/** How long the subscriber stays on the open link, on the top layer, before the cap. */
+const OPEN_LINK_MS = 5_000;
 const SAMPLE_MS = 1_000;
 /** After the cap, how long the server has to move the subscriber down before widths count. */
 const GRACE_MS = 5_000;
@@ -346,6 +348,15 @@ describe('a subscriber behind a 600 kbit/s link (headless Chromium in network na
       window.streamStates = [];
       const participant = [...window.prismDemo.room.participants.values()].find((p) => p.identity === 'publisher');
       participant.getTrack('camera').on('streamStateChanged', (s) => window.streamStates.push({ at: Date.now(), ...s }));
+      // Every frame the page presents (wall clock, width), to find the gaps behind a freeze.
+      window.frameTimes = [];
+      for (const video of document.querySelectorAll('video')) {
+        const onFrame = (_now, meta) => {
+          if (window.frameTimes.length < 20_000) window.frameTimes.push([Date.now(), meta.width]);
+          video.requestVideoFrameCallback(onFrame);
+        };
+        video.requestVideoFrameCallback(onFrame);
+      }
     });
     // Chromium's send estimate ramps up; wait until the publisher sends all three layers.
     await waitFor(
@@ -366,11 +377,37 @@ describe('a subscriber behind a 600 kbit/s link (headless Chromium in network na
     });
     figures.setupMs = Date.now() - joined;
     console.log(`# the subscriber decodes ${TOP_WIDTH} wide on the open link ${figures.setupMs} ms after the pages opened`);
+    // A few seconds on the open link first: the cap should meet a subscriber in its steady
+    // state (estimate, jitter buffer, delay history), not one that joined half a second ago,
+    // and the open link must keep it on the top layer meanwhile (no false congestion).
+    const open = [await inbound(subscriber)];
+    await sleep(OPEN_LINK_MS);
+    open.push(await inbound(subscriber));
+    figures.openLink = {
+      seconds: OPEN_LINK_MS / 1000,
+      width: open[1].video?.width ?? 0,
+      decoded: (open[1].video?.framesDecoded ?? 0) - (open[0].video?.framesDecoded ?? 0),
+      freezes: (open[1].video?.freezeCount ?? 0) - (open[0].video?.freezeCount ?? 0),
+    };
+    assert.equal(figures.openLink.width, TOP_WIDTH, `the open link keeps the top layer: ${JSON.stringify(figures.openLink)}`);
   });
 
   after(async () => {
     figures.streamStates = await subscriber
       ?.evaluate(() => window.streamStates.map((s) => ({ at: s.at, rid: s.rid, paused: s.paused, width: s.width })))
+      .catch(() => null);
+    // Gaps of over 150 ms between presented frames in the first 10 s of the cap: what the
+    // freezes were (ms after the cap, gap length, width before and after).
+    figures.frameGaps = await subscriber
+      ?.evaluate((capAt) => {
+        const gaps = [];
+        const t = window.frameTimes;
+        for (let i = 1; i < t.length; i++) {
+          const gap = t[i][0] - t[i - 1][0];
+          if (t[i][0] >= capAt && t[i - 1][0] <= capAt + 10_000 && gap > 150) gaps.push({ at: t[i - 1][0] - capAt, gap, from: t[i - 1][1], to: t[i][1] });
+        }
+        return gaps;
+      }, figures.capAt ?? 0)
       .catch(() => null);
     const line = JSON.stringify(figures);
     console.log(line);

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage};
+use rtc::interceptor::PacketReport;
 
+use super::packet_groups::PacketGroups;
 use super::probe::{ProbeCluster, ProbeResult};
+use super::trendline::{TrendlineDetector, Usage};
 
 /// Estimate before any feedback: enough for a 720p layer on a good link, and corrected within
 /// a second or two on a weak one (delay grows, the estimate drops to what is acknowledged).
@@ -31,6 +33,8 @@ pub const DEFAULT_MAX_BPS: f64 = 50_000_000.0;
 const DECREASE_FACTOR: f64 = 0.85;
 /// Multiplicative growth per second while far from the last known ceiling.
 const INCREASE_PER_SECOND: f64 = 1.08;
+/// A delay-based decrease to more than this fraction of the estimate is not made.
+const MIN_DELAY_CUT: f64 = 0.9;
 /// Without a probe, the estimate may not exceed this multiple of the acknowledged rate.
 const APP_LIMITED_HEADROOM: f64 = 1.5;
 /// Loss above which the estimate falls (and below which it may grow), as in GCC.
@@ -50,8 +54,17 @@ const OVERFLOW_DECREASE_FACTOR: f64 = 0.85;
 const LOSS_WARMUP: Duration = Duration::from_secs(1);
 const OVERFLOW_WINDOW: Duration = Duration::from_millis(200);
 const OVERFLOW_MIN_PACKETS: u32 = 40;
+/// The acknowledged rate is read over this window of arrivals, and the link's rate under a
+/// standing queue over the shorter one.
+const ACKED_WINDOW: Duration = Duration::from_millis(500);
+const BUSY_WINDOW: Duration = Duration::from_millis(150);
+/// Packets that arrived this much more spread out than they left (plus 2 ms) queued.
+const QUEUED_SPREAD: f64 = 1.05;
+const QUEUED_MIN_PACKETS: usize = 10;
 /// Minimum time between two decreases: the first one needs a round trip to show.
 const MIN_DECREASE_GAP: Duration = Duration::from_millis(300);
+/// After a probe's result, delay growth of groups sent this long after it is still the probe's.
+const PROBE_ECHO: Duration = Duration::from_millis(200);
 /// REMB counts only while no transport-wide feedback arrives.
 const REMB_TAKES_OVER_AFTER: Duration = Duration::from_secs(2);
 
@@ -69,9 +82,13 @@ pub enum Cause {
 
 #[derive(Debug)]
 pub struct SendSideBwe {
-    slope: SlopeEstimator,
-    detector: OveruseDetector,
+    groups: PacketGroups,
+    detector: TrendlineDetector,
     acked: AckedRate,
+    /// The same over the last [`BUSY_WINDOW`]: while a queue stands, packets arrive back to
+    /// back and this reads the link's rate, where the longer window may read what an
+    /// application-limited sender sent before.
+    busy: AckedRate,
     estimate: f64,
     min: f64,
     max: f64,
@@ -103,6 +120,8 @@ pub struct SendSideBwe {
     remb: Option<(Instant, f64)>,
     probe: Option<ProbeCluster>,
     last_probe: Option<ProbeResult>,
+    /// When the last probe's result came in (see `probe_echo`).
+    probe_ended: Option<Instant>,
     rtt: Duration,
     /// The first transport-wide sequence number the feedback being resolved covers (see
     /// [`super::feedback_scope`]); unacknowledged packets before it were never reported on.
@@ -122,9 +141,10 @@ impl Default for SendSideBwe {
 impl SendSideBwe {
     pub fn new(initial: f64, min: f64, max: f64) -> Self {
         Self {
-            slope: SlopeEstimator::new(),
-            detector: OveruseDetector::new(),
-            acked: AckedRate::default(),
+            groups: PacketGroups::default(),
+            detector: TrendlineDetector::default(),
+            acked: AckedRate::new(ACKED_WINDOW),
+            busy: AckedRate::new(BUSY_WINDOW),
             estimate: initial.clamp(min, max),
             min,
             max,
@@ -147,6 +167,7 @@ impl SendSideBwe {
             remb: None,
             probe: None,
             last_probe: None,
+            probe_ended: None,
             rtt: Duration::from_millis(100),
             feedback_start: None,
             unreported: 0,
@@ -254,7 +275,8 @@ impl SendSideBwe {
             self.window_bytes.0 += report.size as u64;
             match report.arrival.filter(|_| report.arrived) {
                 Some(arrival) => {
-                    self.acked.add(arrival, report.size);
+                    self.acked.add(arrival, report.departure, report.size);
+                    self.busy.add(arrival, report.departure, report.size);
                     self.window_bytes.1 += report.size as u64;
                     self.window_arrivals = Some(match self.window_arrivals {
                         Some((first, last)) => (first.min(arrival), last.max(arrival)),
@@ -263,8 +285,13 @@ impl SendSideBwe {
                 }
                 None => lost += u32::from(judged),
             }
-            if let Some(trend) = self.slope.accumulate(report) {
-                usage = self.detector.update(trend.at, trend.estimate_ms);
+            if let Some(group) = self.groups.add(report) {
+                usage = self.detector.update(group.departure, group.delta_ms);
+                // A probe sends above the estimate on purpose, and the queue it builds is its
+                // own measurement (see `apply_probe_result`), not a reason to cut.
+                if usage == Usage::Over && self.probe_echo(group.departure) {
+                    usage = Usage::Normal;
+                }
             }
             if let Some(cluster) = self.probe.as_mut() {
                 cluster.observe(report);
@@ -335,12 +362,25 @@ impl SendSideBwe {
 
         if let Some(result) = self.probe.as_ref().and_then(|c| c.result(now)) {
             self.probe = None;
+            self.probe_ended = Some(now);
             self.last_probe = Some(result);
             if self.apply_probe_result(now, &result, loss) {
                 return;
             }
         }
-        self.update(now, usage, loss_sample, acked);
+        // Only what left after the last cut: before it, the sender sent more than now.
+        let busy = self.busy.queued_bps(self.last_decrease);
+        self.update(now, usage, loss_sample, acked, busy);
+    }
+
+    /// Whether a group that left at `departure` may still carry a probe's queue: sent while a
+    /// probe runs, or before its result came in plus [`PROBE_ECHO`] (the queue drains, and the
+    /// delay trend still holds the rise).
+    fn probe_echo(&self, departure: Instant) -> bool {
+        self.probe.is_some()
+            || self
+                .probe_ended
+                .is_some_and(|end| departure < end + PROBE_ECHO)
     }
 
     /// Takes a finished probe's result into the estimate; true when it set the estimate.
@@ -380,21 +420,40 @@ impl SendSideBwe {
         false
     }
 
-    fn update(&mut self, now: Instant, usage: Usage, fresh_loss: Option<f64>, acked: Option<f64>) {
+    fn update(
+        &mut self,
+        now: Instant,
+        usage: Usage,
+        fresh_loss: Option<f64>,
+        acked: Option<f64>,
+        busy: Option<f64>,
+    ) {
         let loss = self.loss.unwrap_or(0.0);
         let since_decrease = self
             .last_decrease
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
         if usage == Usage::Over {
             self.last_overuse = Some(now);
-            if since_decrease >= MIN_DECREASE_GAP.max(self.rtt)
-                && let Some(acked) = acked
-            {
-                let target = (acked * DECREASE_FACTOR).min(self.estimate);
-                self.ceiling = Some(acked);
-                self.last_decrease = Some(now);
-                self.set(target, Cause::Overuse);
-                self.restart_loss_window(now);
+            if since_decrease >= MIN_DECREASE_GAP.max(self.rtt) {
+                // While a queue stands, what arrives is the link's rate: the reading of the
+                // cut. (The longer acknowledged window reads too low after a keyframe's
+                // queue on a link with room, the sender being limited to its layers before
+                // it, and too high right after the link dropped, holding what arrived
+                // before.) No queue standing: the trend still holds one that a cut already
+                // answered, and what arrives now measures the sender, not the link.
+                // The queue a cut answered takes a while to drain, and the trend to fall: a
+                // second reading of the same link asks for a few per cent more. Only a cut
+                // that matters counts (each one can move a layer down).
+                if let Some(link) = busy
+                    && link * DECREASE_FACTOR < MIN_DELAY_CUT * self.estimate
+                {
+                    let target = link * DECREASE_FACTOR;
+                    tracing::trace!(link, acked = ?acked, "queue standing: delay cut");
+                    self.ceiling = Some(link);
+                    self.last_decrease = Some(now);
+                    self.set(target, Cause::Overuse);
+                    self.restart_loss_window(now);
+                }
             }
             self.last_update = Some(now);
             return;
@@ -521,23 +580,31 @@ impl RepairRate {
     }
 }
 
-/// What the receiver got over the last half second, by its own arrival clock (feedback
-/// batches arrive every 100 ms, so timing by feedback arrival would misjudge the span).
-#[derive(Debug, Default)]
+/// What the receiver got over a window of its own arrival clock (feedback batches arrive
+/// every 100 ms, so timing by feedback arrival would misjudge the span).
+#[derive(Debug)]
 struct AckedRate {
-    samples: VecDeque<(Duration, usize)>,
+    window: Duration,
+    /// (arrival, departure, size), in report order.
+    samples: VecDeque<(Duration, Instant, usize)>,
     bytes: usize,
 }
 
 impl AckedRate {
-    const WINDOW: Duration = Duration::from_millis(500);
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: VecDeque::new(),
+            bytes: 0,
+        }
+    }
 
-    fn add(&mut self, arrival: Duration, size: usize) {
+    fn add(&mut self, arrival: Duration, departure: Instant, size: usize) {
         // Arrival order may differ from send order; the window is approximate at its edges.
-        self.samples.push_back((arrival, size));
+        self.samples.push_back((arrival, departure, size));
         self.bytes += size;
-        while let Some(&(at, s)) = self.samples.front() {
-            if arrival.saturating_sub(at) <= Self::WINDOW {
+        while let Some(&(at, _, s)) = self.samples.front() {
+            if arrival.saturating_sub(at) <= self.window {
                 break;
             }
             self.samples.pop_front();
@@ -547,10 +614,44 @@ impl AckedRate {
 
     /// None until the window spans 100 ms.
     fn bps(&self) -> Option<f64> {
-        let (&(first, first_size), &(last, _)) = (self.samples.front()?, self.samples.back()?);
+        let (&(first, _, first_size), &(last, _, _)) =
+            (self.samples.front()?, self.samples.back()?);
         let span = last.checked_sub(first)?;
         (span >= Duration::from_millis(100))
             .then(|| (self.bytes - first_size) as f64 * 8.0 / span.as_secs_f64())
+    }
+
+    /// The rate of the window's packets that left at `since` or later, when they arrived more
+    /// spread out than they left: they queued at the bottleneck, and their arrival rate is the
+    /// bottleneck's. None when they arrived as they left (the rate is the sender's own), or
+    /// when too few of them span too little time to tell.
+    fn queued_bps(&self, since: Option<Instant>) -> Option<f64> {
+        let mut arrived: Option<(Duration, Duration)> = None;
+        let mut sent: Option<(Instant, Instant)> = None;
+        let (mut bytes, mut packets, mut first_size) = (0, 0, 0);
+        for &(a, d, size) in &self.samples {
+            if since.is_some_and(|at| d < at) {
+                continue;
+            }
+            match arrived {
+                None => first_size = size,
+                Some((first, _)) if a < first => first_size = size,
+                _ => {}
+            }
+            arrived = Some(arrived.map_or((a, a), |(x, y)| (x.min(a), y.max(a))));
+            sent = Some(sent.map_or((d, d), |(x, y)| (x.min(d), y.max(d))));
+            bytes += size;
+            packets += 1;
+        }
+        let (first, last) = arrived?;
+        let span = last.saturating_sub(first);
+        if packets < QUEUED_MIN_PACKETS || span < Duration::from_millis(100) {
+            return None;
+        }
+        let sent = sent?;
+        let sent_span = sent.1.saturating_duration_since(sent.0).as_secs_f64();
+        (span.as_secs_f64() > QUEUED_SPREAD * sent_span + 0.002)
+            .then(|| (bytes - first_size) as f64 * 8.0 / span.as_secs_f64())
     }
 }
 

@@ -59,7 +59,7 @@ const MAX_VIDEO_WAIT: std::time::Duration = std::time::Duration::from_millis(400
 /// again, or given up on the frame); sending it would only delay what follows.
 const MAX_REPAIR_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// The budget may build up to this much sending time, so a released burst stays short.
-const BURST: std::time::Duration = std::time::Duration::from_millis(40);
+const BURST: std::time::Duration = std::time::Duration::from_millis(10);
 /// And never below two full packets, or large packets would wait for budget forever.
 const MIN_BURST_BITS: f64 = 2.0 * 1500.0 * 8.0;
 

@@ -17,7 +17,7 @@ pub const PROBE_DURATION: Duration = Duration::from_millis(200);
 /// behind what it already holds (a keyframe, say).
 const DEPARTURE_GRACE: Duration = Duration::from_millis(500);
 /// A cluster with fewer reported packets measures nothing.
-const MIN_PACKETS: u32 = 10;
+pub const MIN_PACKETS: u32 = 10;
 /// Feedback for a cluster that has not come this long after its end is given up.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(2);
 

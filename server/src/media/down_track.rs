@@ -185,6 +185,13 @@ impl DownTrack {
         }
     }
 
+    /// Follows `ssrc` from now on and drops the current source at once (see
+    /// [`RtpMunger::switch_now`]).
+    pub fn cut_to_source(&mut self, ssrc: u32) {
+        self.source = Some(ssrc);
+        self.munger.switch_now(ssrc);
+    }
+
     /// `n` padding-only packets (a bandwidth probe), with sequence numbers of their own right
     /// after the newest packet sent, into `out`. None when padding cannot go now (in the
     /// middle of a frame, or nothing sent yet). They leave the worker empty; the pacer gives

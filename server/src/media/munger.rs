@@ -278,6 +278,18 @@ impl RtpMunger {
         };
     }
 
+    /// Targets `source` and stops forwarding the current source at once: nothing goes out
+    /// until `source` sends a keyframe start. For a link that cannot carry the current source
+    /// any more, where its packets would only overflow the link and hold the new keyframe back.
+    pub fn switch_now(&mut self, source: u32) {
+        if self.segment.is_some_and(|seg| seg.source == source) {
+            self.target = None;
+            return;
+        }
+        self.segment = None;
+        self.target = Some(source);
+    }
+
     /// Stops forwarding; every packet is dropped until [`Self::resume`]. Output numbers do not
     /// advance meanwhile.
     pub fn pause(&mut self) {

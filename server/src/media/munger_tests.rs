@@ -297,6 +297,29 @@ fn switch_continues_old_source_until_the_keyframe_then_stays_continuous() {
 }
 
 #[test]
+fn switch_now_drops_the_old_source_at_once_and_stays_continuous() {
+    let mut h = H::video(40);
+    assert_eq!(fwd(h.key(A, 100, 1000, 0)), (40, 1000));
+    assert_eq!(fwd(h.data(A, 101, 4000, 33)), (41, 4000));
+    h.m.switch_now(B);
+    assert!(h.m.waiting_for_keyframe());
+    assert_eq!((h.m.current_source(), h.m.target_source()), (None, Some(B)));
+    // The old layer stops at once (a link that cannot carry it gains nothing from more).
+    assert_eq!(dropped(h.data(A, 102, 7000, 66)), DropReason::NotSelected);
+    assert_eq!(
+        dropped(h.data(B, 500, 900_000, 70)),
+        DropReason::WaitingForKeyframe
+    );
+    // B's keyframe takes the next number; the timestamp moves on by the time since A's newest.
+    assert_eq!(fwd(h.key(B, 502, 900_000, 100)), (42, 4000 + 6030));
+    assert_eq!(fwd(h.data(B, 503, 903_000, 133)), (43, 13_030));
+    assert_eq!(h.m.translate_outgoing_seq(41), Some((A, 101)));
+    // Cutting to the source already forwarded changes nothing.
+    h.m.switch_now(B);
+    assert_eq!(fwd(h.data(B, 504, 906_000, 166)), (44, 16_030));
+}
+
+#[test]
 fn switch_without_elapsed_time_still_advances_one_tick() {
     let mut h = H::video(0);
     fwd(h.key(A, 1, 5000, 10));

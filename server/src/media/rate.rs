@@ -24,17 +24,44 @@ impl RateMeter {
     pub fn sample(&mut self, now: Instant, wire_bytes: u64) {
         self.samples[self.next] = Some((now, wire_bytes));
         self.next = (self.next + 1) % SLOTS;
-        let newest = (now, wire_bytes);
-        // The oldest sample at least a window back, else the oldest there is.
-        let oldest = (0..SLOTS)
+        // The samples within the window, oldest first.
+        let mut within = (0..SLOTS)
             .filter_map(|i| self.samples[(self.next + i) % SLOTS])
-            .find(|(at, _)| {
+            .filter(|(at, _)| {
                 now.saturating_duration_since(*at) <= WINDOW + Duration::from_millis(50)
-            });
-        self.bps = oldest.and_then(|(at, bytes)| {
-            let span = newest.0.saturating_duration_since(at);
-            (span >= Duration::from_millis(500))
-                .then(|| (newest.1 - bytes) * 8 * 1000 / span.as_millis().max(1) as u64)
+            })
+            .peekable();
+        let Some(&(first_at, first_bytes)) = within.peek() else {
+            self.bps = None;
+            return;
+        };
+        let span = now.saturating_duration_since(first_at);
+        if span < Duration::from_millis(500) {
+            self.bps = None;
+            return;
+        }
+        // The interval that carried the most bytes is left out: a keyframe (five or more
+        // times a frame, often one the server itself asked for at a layer switch) would
+        // otherwise lift a layer's rate for a whole second, and the allocator would move a
+        // subscriber off the layer it just chose. The pacer spreads a keyframe; the steady
+        // rate is what a layer costs.
+        let mut busiest = (Duration::ZERO, 0u64);
+        let mut previous = None;
+        for (at, bytes) in within {
+            if let Some((p_at, p_bytes)) = previous {
+                let delta: u64 = bytes - p_bytes;
+                if delta > busiest.1 {
+                    busiest = (at.saturating_duration_since(p_at), delta);
+                }
+            }
+            previous = Some((at, bytes));
+        }
+        let rest = span.saturating_sub(busiest.0);
+        let bytes = wire_bytes - first_bytes - busiest.1;
+        self.bps = Some(if rest >= Duration::from_millis(300) {
+            bytes * 8 * 1000 / rest.as_millis().max(1) as u64
+        } else {
+            (wire_bytes - first_bytes) * 8 * 1000 / span.as_millis().max(1) as u64
         });
     }
 
@@ -60,6 +87,19 @@ mod tests {
             if i < 5 {
                 assert_eq!(m.bps(), None);
             }
+        }
+        assert_eq!(m.bps(), Some(500_000));
+    }
+
+    #[test]
+    fn a_keyframe_does_not_lift_the_rate() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        let mut bytes = 0;
+        for i in 0..30u64 {
+            // 500 kbit/s, and a 40 kB keyframe in the 100 ms before sample 25.
+            bytes += 6250 + if i == 25 { 40_000 } else { 0 };
+            m.sample(t0 + Duration::from_millis(100 * i), bytes);
         }
         assert_eq!(m.bps(), Some(500_000));
     }

@@ -11,7 +11,7 @@ use crate::bwe::allocator::{
 };
 use crate::bwe::estimator::Cause;
 use crate::bwe::pacer::PADDING_PACKET_SIZE;
-use crate::bwe::probe::{PROBE_DURATION, ProbeCluster, ProbeController};
+use crate::bwe::probe::{self, PROBE_DURATION, ProbeCluster, ProbeController};
 use crate::bwe::quality::{self, Quality, QualityReport};
 use crate::media::DownTrackId;
 use crate::media::layers;
@@ -300,9 +300,13 @@ impl Worker {
                     / 8.0
                     / PADDING_PACKET_SIZE as f64)
                     .floor();
+                // Never fewer than a cluster needs to measure anything, whatever the rate:
+                // at a low estimate (every video track paused) a 6-packet probe always
+                // failed, and the track stayed paused.
                 let n = (bytes / PADDING_PACKET_SIZE as f64)
                     .ceil()
                     .max(MIN_PROBE_PACKETS.min(fits))
+                    .max(f64::from(probe::MIN_PACKETS + 2))
                     .clamp(1.0, 500.0) as u16;
                 let probe_duration = Duration::from_secs_f64(
                     f64::from(n) * PADDING_PACKET_SIZE as f64 * 8.0 / padding_bps,

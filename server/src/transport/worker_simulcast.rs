@@ -57,8 +57,16 @@ pub(super) fn select_layer(r: &Receiver, dt: &mut DownTrack, now: Instant) -> Op
         // Nothing arriving: wait on the wanted layer (asking it for a keyframe).
         .or_else(|| dt.source.is_none().then_some(wanted))?;
     let ssrc = r.layer_at(rank).or_else(|| r.layer_at(0))?.ssrc;
+    // Down because the link cannot carry the current layer: it stops at once. Its packets
+    // would only overflow the link (a freeze anyway) and hold the lower layer's keyframe back.
+    let link_cut = matches!(dt.allocation, Some(Decision::Layer(cap))
+        if current.is_some_and(|c| cap < c && rank < c));
     (dt.source != Some(ssrc)).then(|| {
-        dt.set_source(ssrc);
+        if link_cut {
+            dt.cut_to_source(ssrc);
+        } else {
+            dt.set_source(ssrc);
+        }
         ssrc
     })
 }
@@ -136,6 +144,15 @@ impl Worker {
                     continue;
                 }
                 let source = dt.munger.current_source();
+                // Cut to a lower layer and waiting for its keyframe: not a pause to report,
+                // the new layer's report follows once it flows.
+                if source.is_none()
+                    && !dt.munger.is_paused()
+                    && dt.munger.target_source().is_some()
+                    && dt.reported.is_some()
+                {
+                    continue;
+                }
                 let paused = dt.munger.is_paused() || source.is_none();
                 let reason = if !paused {
                     PauseReason::None
@@ -327,6 +344,27 @@ mod tests {
         assert_eq!(select_layer(&r, &mut dt, later + ms(500)), None);
         feed(&mut r, &[Q, H, F], later + ms(533), later + ms(1100));
         assert_eq!(select_layer(&r, &mut dt, later + ms(1100)), Some(F));
+    }
+
+    #[test]
+    fn a_link_cut_stops_the_old_layer_at_once_a_request_does_not() {
+        let t0 = Instant::now();
+        let mut r = receiver();
+        let mut dt = down_track();
+        feed(&mut r, &[Q, H, F], t0, t0 + Duration::from_millis(100));
+        let now = t0 + Duration::from_millis(100);
+        select_layer(&r, &mut dt, now);
+        keyframe(&mut dt, F, now);
+        // The subscriber asks for less: f flows until h's keyframe (no freeze).
+        dt.request = LayerRequest::Medium;
+        assert_eq!(select_layer(&r, &mut dt, now), Some(H));
+        assert_eq!(dt.munger.current_source(), Some(F));
+        keyframe(&mut dt, H, now);
+        // The allocator caps it below what it forwards: h stops now.
+        dt.allocation = Some(Decision::Layer(0));
+        assert_eq!(select_layer(&r, &mut dt, now), Some(Q));
+        assert_eq!(dt.munger.current_source(), None);
+        assert_eq!(dt.munger.target_source(), Some(Q));
     }
 
     #[test]
