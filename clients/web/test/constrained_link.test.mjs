@@ -9,7 +9,8 @@
 //     Mbit/s, cannot fit 600 kbit/s; one that fits is what the server's allocator must pick);
 // then the cap is lifted and the subscriber must decode the top layer (1280 wide) again within
 // 10 s. The figures (widths, frame and byte rates, freezes, losses, the bottleneck's drops,
-// the time back to the top layer) are printed as one JSON line starting with
+// the time back to the top layer, the gaps over 150 ms between presented frames in the first
+// 10 s of the cap) are printed as one JSON line starting with
 // {"benchmark":"constrained_link" and saved to PRISM_TEST_RESULTS/constrained-link.json.
 //
 // The cap: `tbf rate 600kbit burst 6kb latency 100ms`. The bucket (6 kB, four full-size

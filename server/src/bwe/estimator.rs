@@ -1,8 +1,8 @@
 //! The send-side estimate of one subscriber's downlink, from transport-wide CC feedback.
 //!
-//! Built from the engine's GCC stages (arrival grouping and trend filter, overuse detector,
-//! acknowledged-rate window) with our own rate control, because the engine's `Gcc` does not fit
-//! an SFU's downlink:
+//! Our own rate control and delay detector ([`super::packet_groups`], [`super::trendline`]:
+//! the engine's detector misses a layer 25% above the link), because the engine's `Gcc` does
+//! not fit an SFU's downlink:
 //! - it climbs 8% a second with no probing, so a link that recovers from 500 kbit/s to 3 Mbit/s
 //!   takes over 20 s to be used again; here probes (see [`super::probe`]) move the estimate in
 //!   one step to what the link was shown to carry;
