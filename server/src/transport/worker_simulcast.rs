@@ -27,8 +27,8 @@ pub(super) fn select_layer(r: &Receiver, dt: &mut DownTrack, now: Instant) -> Op
             ssrc
         });
     }
-    let wanted = layers::wanted_rank(dt.request, r.sizes());
-    let wanted = match (wanted, dt.allocation) {
+    let requested = layers::wanted_rank(dt.request, r.sizes());
+    let wanted = match (requested, dt.allocation) {
         (None, _) | (_, Some(Decision::Paused)) => {
             if !dt.munger.is_paused() {
                 dt.munger.pause();
@@ -57,10 +57,11 @@ pub(super) fn select_layer(r: &Receiver, dt: &mut DownTrack, now: Instant) -> Op
         // Nothing arriving: wait on the wanted layer (asking it for a keyframe).
         .or_else(|| dt.source.is_none().then_some(wanted))?;
     let ssrc = r.layer_at(rank).or_else(|| r.layer_at(0))?.ssrc;
-    // Down because the link cannot carry the current layer: it stops at once. Its packets
-    // would only overflow the link (a freeze anyway) and hold the lower layer's keyframe back.
+    // Down because the link cannot carry the current layer (the allocation, not the request,
+    // is below it): it stops at once. Its packets would only overflow the link (a freeze
+    // anyway) and hold the lower layer's keyframe back.
     let link_cut = matches!(dt.allocation, Some(Decision::Layer(cap))
-        if current.is_some_and(|c| cap < c && rank < c));
+        if current.is_some_and(|c| cap < c && rank < c && requested.is_some_and(|w| cap < w)));
     (dt.source != Some(ssrc)).then(|| {
         if link_cut {
             dt.cut_to_source(ssrc);
@@ -355,12 +356,17 @@ mod tests {
         let now = t0 + Duration::from_millis(100);
         select_layer(&r, &mut dt, now);
         keyframe(&mut dt, F, now);
-        // The subscriber asks for less: f flows until h's keyframe (no freeze).
+        // The subscriber asks for less (and the allocation follows the request): f flows
+        // until h's keyframe (no freeze).
         dt.request = LayerRequest::Medium;
+        dt.allocation = Some(Decision::Layer(1));
         assert_eq!(select_layer(&r, &mut dt, now), Some(H));
         assert_eq!(dt.munger.current_source(), Some(F));
         keyframe(&mut dt, H, now);
-        // The allocator caps it below what it forwards: h stops now.
+        // The allocation follows the request (h): no cut.
+        dt.allocation = Some(Decision::Layer(1));
+        assert_eq!(select_layer(&r, &mut dt, now), None);
+        // The allocator caps it below what it forwards and what is asked: h stops now.
         dt.allocation = Some(Decision::Layer(0));
         assert_eq!(select_layer(&r, &mut dt, now), Some(Q));
         assert_eq!(dt.munger.current_source(), None);
