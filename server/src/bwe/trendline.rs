@@ -86,11 +86,6 @@ impl TrendlineDetector {
         self.usage
     }
 
-    /// The current threshold on the scaled trend, in ms (for tests and traces).
-    pub fn threshold_ms(&self) -> f64 {
-        self.threshold_ms
-    }
-
     /// One closed packet group: it left at `departure`, and arrived `delta_ms` later (or
     /// earlier, when negative) relative to the previous group than it left.
     pub fn update(&mut self, departure: Instant, delta_ms: f64) -> Usage {
